@@ -1,0 +1,1 @@
+"""Offline builder: product embeddings → versioned, memory-mappable FAISS inner-product index."""

@@ -1,0 +1,118 @@
+"""Index kinds: how each is constructed, which search parameter it exposes, and the sweep used to tune it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import faiss
+
+KINDS = ("auto", "flat", "pruned", "hnsw", "ivf", "ivfpq", "factory")
+EXACT_KINDS = ("flat", "pruned")
+
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 100
+EF_SEARCH_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768)
+NPROBE_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+K_FACTORS = (4, 8, 16, 32)
+
+
+@dataclass
+class KindSpec:
+    """kind: our name; factory: faiss index_factory string; grid: per-call params to sweep, cheapest first
+    (an empty grid means exact); exact_method: how `exact: true` searches this kind (see index_format.reader)."""
+
+    kind: str
+    factory: str
+    grid: list[dict[str, int]] = field(default_factory=list)
+    exact_method: str = "norm_scan"
+    train_size: int = 0
+    hnsw_ef_construction: int = 0
+
+    @property
+    def exact(self) -> bool:
+        return not self.grid
+
+
+def nlist_for(n: int) -> int:
+    """Number of IVF lists: the power of two nearest 2·√n, at least 16."""
+    return max(16, int(2 ** round(math.log2(2 * math.sqrt(max(n, 1))))))
+
+
+def pq_subquantizers(d: int) -> int:
+    """Largest divisor of d not above min(64, d/4): about 4 dimensions per byte of code."""
+    cap = max(1, min(64, d // 4))
+    return max(m for m in range(1, cap + 1) if d % m == 0)
+
+
+def spec_for(kind: str, n: int, d: int, factory: str | None = None) -> KindSpec:
+    if kind == "flat":
+        return KindSpec("flat", "Flat", exact_method="faiss_flat")
+    if kind == "pruned":
+        return KindSpec("pruned", "Flat", exact_method="norm_scan")
+    if kind == "hnsw":
+        grid = [{"efSearch": ef} for ef in EF_SEARCH_GRID]
+        return KindSpec("hnsw", f"HNSW{HNSW_M},Flat", grid, "norm_scan", hnsw_ef_construction=HNSW_EF_CONSTRUCTION)
+    if kind == "ivf":
+        nlist = nlist_for(n)
+        grid = [{"nprobe": p} for p in NPROBE_LADDER if p <= nlist]
+        return KindSpec("ivf", f"IVF{nlist},Flat", grid, "full_probe", train_size=min(n, 64 * nlist))
+    if kind == "ivfpq":
+        nlist = nlist_for(n)
+        m = pq_subquantizers(d)
+        grid = [{"nprobe": p, "k_factor": kf} for kf in K_FACTORS for p in NPROBE_LADDER if p <= nlist]
+        return KindSpec(
+            "ivfpq", f"IVF{nlist},PQ{m},RFlat", grid, "norm_scan", train_size=min(n, max(64 * nlist, 20000))
+        )
+    if kind == "factory":
+        if not factory:
+            raise ValueError("--kind factory needs --factory STRING")
+        return KindSpec("factory", factory, [], "norm_scan", train_size=min(n, 100_000))
+    raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def fits(kind: str, n: int, d: int) -> str | None:
+    """Why `auto` should not try this kind for n×d, or None if it should."""
+    if kind == "ivf" and n < 39 * 16 * 4:
+        return f"{n} items are too few to train IVF lists"
+    if kind == "ivfpq" and n < 20_000:
+        return f"{n} items are too few to train PQ codebooks (needs ≥ 20000)"
+    if kind == "hnsw" and n < 2_000:
+        return f"{n} items: an exact scan is as fast as a graph"
+    return None
+
+
+def estimated_bytes(kind: str, n: int, d: int) -> int:
+    raw = n * d * 4
+    if kind == "hnsw":
+        return raw + n * HNSW_M * 2 * 4 * 2
+    if kind == "ivfpq":
+        return raw + n * (pq_subquantizers(d) + 8)
+    if kind == "ivf":
+        return raw + n * 8
+    return raw
+
+
+def create(spec: KindSpec, d: int) -> Any:
+    index = faiss.index_factory(d, spec.factory, faiss.METRIC_INNER_PRODUCT)
+    if spec.hnsw_ef_construction:
+        faiss.downcast_index(index).hnsw.efConstruction = spec.hnsw_ef_construction
+    return index
+
+
+def search_grid_for_factory(index: Any) -> list[dict[str, int]]:
+    """A sweep for a raw --factory index, by the family faiss built."""
+    base = faiss.downcast_index(index)
+    if isinstance(base, faiss.IndexHNSW):
+        return [{"efSearch": ef} for ef in EF_SEARCH_GRID]
+    if isinstance(base, faiss.IndexRefine):
+        nlist = faiss.extract_index_ivf(base).nlist
+        return [{"nprobe": p, "k_factor": kf} for kf in K_FACTORS for p in NPROBE_LADDER if p <= nlist]
+    if isinstance(base, faiss.IndexIVF):
+        return [{"nprobe": p} for p in NPROBE_LADDER if p <= base.nlist]
+    if isinstance(base, faiss.IndexFlat):
+        return []
+    raise ValueError(
+        f"factory {type(base).__name__} is not servable: use a Flat, HNSW…,Flat, IVF…,Flat/PQ/SQ or IVF…,RFlat index"
+    )

@@ -1,0 +1,122 @@
+"""Ground truth, tie-aware recall, and the parameter sweep that picks default search parameters."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+from index_format.layout import SweepPoint
+from index_format.reader import IndexReader
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+QPS_QUERIES = 300  # single queries timed per sweep point
+TIE_RTOL = 1e-5  # float32: scores within this relative distance of the true k-th score count as ties
+
+
+@dataclass
+class QuerySplit:
+    tune: F32
+    heldout: F32
+    source: str  # "file:<name>" or "sampled-items"
+
+
+def split_queries(queries: F32, seed: int, cap: int = 1000) -> tuple[F32, F32]:
+    """Shuffle and cut into a tuning half and a disjoint held-out half (each at most `cap`)."""
+    order = np.random.default_rng(seed).permutation(queries.shape[0])
+    half = max(1, min(cap, queries.shape[0] // 2))
+    tune = queries[order[:half]]
+    heldout = queries[order[half : half + min(cap, queries.shape[0] - half)]]
+    if heldout.shape[0] == 0:
+        heldout = tune
+    return np.ascontiguousarray(tune), np.ascontiguousarray(heldout)
+
+
+def sampled_item_queries(vectors: F32, count: int, seed: int) -> F32:
+    """Fallback queries when no user vectors are given: random items' directions plus noise, at the median item
+    norm. They resemble users who liked one item; real user vectors (--queries) tune better."""
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(vectors.shape[0], size=min(count, vectors.shape[0]), replace=False)
+    base = vectors[np.sort(rows)].astype(np.float32)
+    norms = np.linalg.norm(base, axis=1, keepdims=True)
+    directions = base / np.maximum(norms, 1e-12)
+    noise = rng.standard_normal(directions.shape).astype(np.float32) / np.sqrt(vectors.shape[1])
+    mixed = directions + 0.5 * noise
+    mixed /= np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
+    scale = float(np.median(np.linalg.norm(vectors[: min(vectors.shape[0], 100_000)], axis=1)))
+    out: F32 = (mixed * max(scale, 1e-6)).astype(np.float32)
+    return out
+
+
+def exact_topk(vectors: F32, xq: F32, k: int) -> tuple[F32, I64]:
+    """The reference: faiss IndexFlatIP over the raw vectors (all threads)."""
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    flat.add(np.ascontiguousarray(vectors))
+    scores, rows = flat.search(xq, min(k, vectors.shape[0]))
+    return scores, rows.astype(np.int64)
+
+
+def tie_aware_recall(vectors: F32, xq: F32, found_rows: I64, true_scores: F32, k: int) -> float:
+    """Fraction of the k slots filled by a true top-k item; a row whose exact score equals the true k-th score
+    (within float32 tolerance) counts, so ties at rank k are not misses. Scores are recomputed from the raw
+    vectors, so approximate scores from compressed codes cannot inflate recall."""
+    k = min(k, true_scores.shape[1])
+    kth = true_scores[:, k - 1 : k].astype(np.float64)
+    rows = found_rows[:, :k]
+    valid = rows >= 0
+    safe = np.where(valid, rows, 0)
+    exact_scores = np.einsum("qkd,qd->qk", vectors[safe.ravel()].reshape(*safe.shape, -1), xq).astype(np.float64)
+    hits = valid & (exact_scores >= kth - TIE_RTOL * np.abs(kth) - 1e-9)
+    return float(hits.sum() / (k * xq.shape[0]))
+
+
+def single_query_qps(reader: IndexReader, xq: F32, k: int, params: dict[str, int] | None, exact: bool) -> float:
+    """Queries per second, one query per call on the calling thread (how the API searches)."""
+    count = min(QPS_QUERIES, xq.shape[0])
+    reader.search(xq[:1], k, params, exact)
+    started = time.perf_counter()
+    for i in range(count):
+        reader.search(xq[i : i + 1], k, params, exact)
+    return float(count / (time.perf_counter() - started))
+
+
+@dataclass
+class SweepOutcome:
+    points: list[SweepPoint]
+    chosen: SweepPoint | None  # the fastest point whose tuning recall reaches the target
+
+
+def sweep(
+    reader: IndexReader,
+    vectors: F32,
+    split: QuerySplit,
+    truth_tune: F32,
+    truth_heldout: F32,
+    grid: list[dict[str, int]],
+    k: int,
+    target: float,
+) -> SweepOutcome:
+    """Measure recall (tuning and held-out halves) and QPS along the grid, cheapest first. For each family of
+    points sharing every parameter but the first, stop once recall is near 1 (more effort only costs speed)."""
+    points: list[SweepPoint] = []
+    saturated: set[tuple[tuple[str, int], ...]] = set()
+    for params in grid:
+        family = tuple(sorted((name, value) for name, value in params.items() if name != next(iter(params))))
+        if family in saturated:
+            continue
+        tune_rows = reader.search(split.tune, k, params).rows
+        recall_tune = tie_aware_recall(vectors, split.tune, tune_rows, truth_tune, k)
+        held_rows = reader.search(split.heldout, k, params).rows
+        recall_heldout = tie_aware_recall(vectors, split.heldout, held_rows, truth_heldout, k)
+        qps = single_query_qps(reader, split.tune, k, params, exact=False)
+        points.append(SweepPoint(dict(params), round(recall_tune, 4), round(recall_heldout, 4), round(qps, 1)))
+        if recall_tune >= max(0.995, target):
+            saturated.add(family)
+    reaching = [p for p in points if p.recall_tune >= target]
+    chosen = max(reaching, key=lambda p: p.qps_single) if reaching else None
+    return SweepOutcome(points, chosen)

@@ -362,7 +362,7 @@ def _choose(candidates: list[Candidate], options: BuildOptions) -> tuple[Candida
         if best.spec.exact and approximate_missed and not any(c.reaches and not c.spec.exact for c in candidates):
             others = f"no approximate kind reached the target ({', '.join(approximate_missed)}): falling back to exact"
         reason = (
-            f"chose {best.spec.kind} {best.chosen.params or ''}: fastest reaching recall@{options.k} ≥ "
+            f"chose {best.spec.kind}{' ' + str(best.chosen.params) if best.chosen.params else ''}: fastest reaching recall@{options.k} ≥ "
             f"{options.target_recall} ({best.chosen.qps_single:.0f} single-query QPS"
             + (f"; others: {others})" if others else ")")
         )

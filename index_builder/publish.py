@@ -20,7 +20,9 @@ class PublishError(Exception):
 
 def new_version_name() -> str:
     """Sortable by build time, unique across concurrent builds."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now % 1 * 1e6):06d}Z"
+    return f"{stamp}-{secrets.token_hex(3)}"
 
 
 def _fsync_path(path: Path) -> None:

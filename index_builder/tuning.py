@@ -16,7 +16,10 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
 QPS_QUERIES = 300  # single queries timed per sweep point
-TIE_RTOL = 1e-5  # float32: scores within this relative distance of the true k-th score count as ties
+TIE_RTOL = 1e-5
+CONFIDENCE_Z = (
+    1.645  # 95% one-sided  # float32: scores within this relative distance of the true k-th score count as ties
+)
 
 
 @dataclass
@@ -61,10 +64,10 @@ def exact_topk(vectors: F32, xq: F32, k: int) -> tuple[F32, I64]:
     return scores, rows.astype(np.int64)
 
 
-def tie_aware_recall(vectors: F32, xq: F32, found_rows: I64, true_scores: F32, k: int) -> float:
-    """Fraction of the k slots filled by a true top-k item; a row whose exact score equals the true k-th score
-    (within float32 tolerance) counts, so ties at rank k are not misses. Scores are recomputed from the raw
-    vectors, so approximate scores from compressed codes cannot inflate recall."""
+def per_query_recall(vectors: F32, xq: F32, found_rows: I64, true_scores: F32, k: int) -> npt.NDArray[np.float64]:
+    """Tie-aware recall@k of each query: the fraction of its k slots filled by a true top-k item, where a row whose
+    exact score equals the true k-th score (within float32 tolerance) counts, so ties at rank k are not misses.
+    Scores are recomputed from the raw vectors: approximate scores (e.g. PQ codes) cannot inflate recall."""
     k = min(k, true_scores.shape[1])
     kth = true_scores[:, k - 1 : k].astype(np.float64)
     rows = found_rows[:, :k]
@@ -72,7 +75,21 @@ def tie_aware_recall(vectors: F32, xq: F32, found_rows: I64, true_scores: F32, k
     safe = np.where(valid, rows, 0)
     exact_scores = np.einsum("qkd,qd->qk", vectors[safe.ravel()].reshape(*safe.shape, -1), xq).astype(np.float64)
     hits = valid & (exact_scores >= kth - TIE_RTOL * np.abs(kth) - 1e-9)
-    return float(hits.sum() / (k * xq.shape[0]))
+    result: npt.NDArray[np.float64] = hits.sum(axis=1) / k
+    return result
+
+
+def tie_aware_recall(vectors: F32, xq: F32, found_rows: I64, true_scores: F32, k: int) -> float:
+    """Mean of `per_query_recall`."""
+    return float(per_query_recall(vectors, xq, found_rows, true_scores, k).mean())
+
+
+def lower_bound(recalls: npt.NDArray[np.float64], z: float = CONFIDENCE_Z) -> float:
+    """One-sided lower confidence bound of the mean recall: the tuning half is a sample of users, so a point is
+    only chosen if it reaches the target with margin for the users it did not see."""
+    if recalls.size < 2:
+        return float(recalls.mean())
+    return float(recalls.mean() - z * recalls.std(ddof=1) / np.sqrt(recalls.size))
 
 
 def single_query_qps(reader: IndexReader, xq: F32, k: int, params: dict[str, int] | None, exact: bool) -> float:
@@ -88,7 +105,7 @@ def single_query_qps(reader: IndexReader, xq: F32, k: int, params: dict[str, int
 @dataclass
 class SweepOutcome:
     points: list[SweepPoint]
-    chosen: SweepPoint | None  # the fastest point whose tuning recall reaches the target
+    chosen: SweepPoint | None  # the fastest point whose tuning recall reaches the target with 95% confidence
 
 
 def sweep(
@@ -104,19 +121,23 @@ def sweep(
     """Measure recall (tuning and held-out halves) and QPS along the grid, cheapest first. For each family of
     points sharing every parameter but the first, stop once recall is near 1 (more effort only costs speed)."""
     points: list[SweepPoint] = []
+    reaching: list[SweepPoint] = []
     saturated: set[tuple[tuple[str, int], ...]] = set()
     for params in grid:
         family = tuple(sorted((name, value) for name, value in params.items() if name != next(iter(params))))
         if family in saturated:
             continue
         tune_rows = reader.search(split.tune, k, params).rows
-        recall_tune = tie_aware_recall(vectors, split.tune, tune_rows, truth_tune, k)
+        tune_recalls = per_query_recall(vectors, split.tune, tune_rows, truth_tune, k)
+        recall_tune = float(tune_recalls.mean())
         held_rows = reader.search(split.heldout, k, params).rows
         recall_heldout = tie_aware_recall(vectors, split.heldout, held_rows, truth_heldout, k)
         qps = single_query_qps(reader, split.tune, k, params, exact=False)
-        points.append(SweepPoint(dict(params), round(recall_tune, 4), round(recall_heldout, 4), round(qps, 1)))
+        point = SweepPoint(dict(params), round(recall_tune, 4), round(recall_heldout, 4), round(qps, 1))
+        points.append(point)
+        if lower_bound(tune_recalls) >= target:
+            reaching.append(point)
         if recall_tune >= max(0.995, target):
             saturated.add(family)
-    reaching = [p for p in points if p.recall_tune >= target]
     chosen = max(reaching, key=lambda p: p.qps_single) if reaching else None
     return SweepOutcome(points, chosen)

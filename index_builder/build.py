@@ -361,8 +361,9 @@ def _choose(candidates: list[Candidate], options: BuildOptions) -> tuple[Candida
         approximate_missed = [c.spec.kind for c in candidates if not c.spec.exact and not c.reaches]
         if best.spec.exact and approximate_missed and not any(c.reaches and not c.spec.exact for c in candidates):
             others = f"no approximate kind reached the target ({', '.join(approximate_missed)}): falling back to exact"
+        label = f"{best.spec.kind} {best.chosen.params}" if best.chosen.params else best.spec.kind
         reason = (
-            f"chose {best.spec.kind}{' ' + str(best.chosen.params) if best.chosen.params else ''}: fastest reaching recall@{options.k} ≥ "
+            f"chose {label}: fastest reaching recall@{options.k} ≥ "
             f"{options.target_recall} ({best.chosen.qps_single:.0f} single-query QPS"
             + (f"; others: {others})" if others else ")")
         )

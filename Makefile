@@ -33,8 +33,8 @@ test-all: install
 demo-data: install
 	$(BIN)/python data/make_demo.py --out data/demo
 
-$(INDEX_ROOT)/current: install
-	$(BIN)/index-builder build data/demo/products.jsonl --queries data/demo/queries.npy --out $(INDEX_ROOT)
+$(INDEX_ROOT)/current: data/demo/products.jsonl data/demo/queries.npy | install
+	$(BIN)/index-builder build data/demo/products.jsonl --queries data/demo/queries.npy --out $(INDEX_ROOT) --keep 3
 
 demo-index: $(INDEX_ROOT)/current
 

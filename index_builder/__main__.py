@@ -112,6 +112,18 @@ def _summary(manifest: layout.Manifest, version_dir: Path) -> str:
         f"source       {manifest.source.get('name')} sha256 {manifest.source.get('sha256', '')[:16]}",
     ]
     lines += [f"note         {note}" for note in manifest.notes]
+    candidates = manifest.tuning.get("candidates", [])
+    if len(candidates) > 1:
+        lines.append(
+            f"candidates   {'kind':<8}{'build s':>9}{'MiB':>9}  {'recall@' + str(manifest.k):>10}{'QPS':>9}  params"
+        )
+        for c in candidates:
+            recall = f"{c['recall_heldout']:.4f}" if c["recall_heldout"] is not None else "below"
+            qps = f"{c['qps_single']:.0f}" if c["qps_single"] is not None else "-"
+            lines.append(
+                f"             {c['kind']:<8}{c['build_seconds']:>9.1f}{c['bytes'] / 2**20:>9.1f}  {recall:>10}{qps:>9}"
+                f"  {c['params'] if c['params'] else '(exact)' if c['params'] == {} else '-'}"
+            )
     return "\n".join(lines)
 
 

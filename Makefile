@@ -42,6 +42,7 @@ serve: $(INDEX_ROOT)/current
 	OMP_NUM_THREADS=1 $(BIN)/recsys-serve --index-root $(INDEX_ROOT) --port $(PORT) --workers $(WORKERS)
 
 bench: install
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.ann --out benchmarks/results
 
 bench-smoke: install

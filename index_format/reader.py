@@ -158,6 +158,21 @@ class IndexReader:
 
     def _exact(self, xq: F32, k: int, allowed: I64 | None) -> SearchResult:
         method = self.manifest.exact_method
+        # faiss's by-id path (IndexFlat + IDSelectorArray) computes only the allowed rows: measured 3-10x faster than
+        # the norm-ordered scan for instacart departments (unit norms: nothing to prune), and faster on gowalla_als
+        # up to ~6k rows; beyond that, norm-skewed data prunes better with the norm-ordered scan.
+        by_id_max_rows = 4096
+        if (
+            self.vectors is not None
+            and allowed is not None
+            and (method != "norm_scan" or allowed.size <= by_id_max_rows)
+        ):
+            flat = self.base if self.family == "flat" else _storage_index(self.base)
+            keep_alive = np.ascontiguousarray(allowed, dtype=np.int64)
+            selector = faiss.IDSelectorArray(keep_alive.size, faiss.swig_ptr(keep_alive))
+            result = _faiss_search(flat, xq, k, faiss.SearchParameters(sel=selector))
+            del keep_alive
+            return result
         if self.vectors is not None and (method == "norm_scan" or allowed is not None):
             scores, rows = norm_scan(self.vectors, self.norms, xq, k, rows=allowed)
             return SearchResult(scores, rows)

@@ -1,0 +1,1 @@
+"""The query API: a Starlette service answering top-k inner-product searches from a memory-mapped index."""

@@ -1,0 +1,153 @@
+"""recsys-serve: check the index, then run uvicorn workers that each build the app from RECSYS_* variables.
+
+Exit codes: 0 after a normal shutdown, 1 when the index is missing, corrupt or incompatible, 2 on bad settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import logging.config
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import MutableMapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from uvicorn.config import LOGGING_CONFIG, STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
+
+from api.logging_setup import with_format
+from api.settings import LOG_LEVELS, Settings, SettingsError
+from api.tcp_config import TcpConfig
+from index_format.layout import FormatError
+
+LOG = logging.getLogger("api.serve")
+
+# Threads per search: faiss's OpenMP and numpy's BLAS both default to one thread per core, which several workers
+# on the same cores only oversubscribe. Set (unless already set) before anything imports faiss or numpy.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # api/metrics.py: every worker writes its metrics there
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recsys-serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--index-root", type=Path, help="index root holding 'current' (RECSYS_INDEX_ROOT)")
+    parser.add_argument("--host", help="bind address (RECSYS_HOST; 0.0.0.0 in a container)")
+    parser.add_argument("--port", type=int, help="port (RECSYS_PORT, default 5000)")
+    parser.add_argument("--workers", type=int, help="worker processes sharing the mapped index (RECSYS_WORKERS)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help="(RECSYS_LOG_LEVEL, default info)")
+    access = parser.add_mutually_exclusive_group()
+    access.add_argument("--access-log", dest="access_log", action="store_true", default=None, help="log requests")
+    access.add_argument("--no-access-log", dest="access_log", action="store_false", help="(default)")
+    parser.add_argument("--bench-floor", action="store_true", default=None, help="add POST /_floor (load tests)")
+    return parser
+
+
+def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
+    """Environment first, then any flag given on the command line."""
+    settings = Settings.from_env(environ)
+    overrides = {
+        name: getattr(args, name)
+        for name in ("index_root", "host", "port", "workers", "log_level", "access_log", "bench_floor")
+        if getattr(args, name) is not None
+    }
+    settings = replace(settings, **overrides)
+    if not 0 <= settings.port <= 65535:
+        raise SettingsError(f"--port {settings.port}: must be between 0 and 65535")
+    if settings.workers < 1:
+        raise SettingsError(f"--workers {settings.workers}: must be at least 1")
+    return settings
+
+
+def run_server(settings: Settings, log_level: str) -> bool:
+    """Serve until stopped (what uvicorn.run does, with `TcpConfig`); False if the server never started."""
+    config = TcpConfig(
+        "api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        log_config=with_format(log_config(log_level), settings.log_format),
+        access_log=False,  # api/access.py logs each request (with its request id) when settings.access_log is on
+        timeout_graceful_shutdown=settings.shutdown_timeout or None,
+    )
+    if settings.workers > 1:
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        supervisor.run()
+        return not any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes)
+    server = uvicorn.Server(config)
+    server.run()
+    return server.started
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging config, plus our packages' loggers on its stderr handler."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    for name in ("api", "index_format"):
+        config["loggers"][name] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config
+
+
+def metrics_directory(environ: MutableMapping[str, str]) -> Path | None:
+    """Set up PROMETHEUS_MULTIPROC_DIR for this server start: an empty directory (values left by an earlier run
+    would be added to this one's). Returns the directory when it was created here (removed at exit)."""
+    given = environ.get(METRICS_DIR_VARIABLE)
+    if given:
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        for path in directory.glob("*.db"):
+            path.unlink()
+        return None
+    created = Path(tempfile.mkdtemp(prefix="recsys-metrics-"))
+    environ[METRICS_DIR_VARIABLE] = str(created)
+    return created
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
+    created = metrics_directory(os.environ)  # before anything imports prometheus_client (it reads it on import)
+    try:
+        return serve(args)
+    finally:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from api.auth import key_sets
+    from api.index_state import check_index  # imports faiss and numpy: only now that their thread counts are set
+
+    logging.config.dictConfig(log_config("info"))
+    try:
+        settings = settings_from(args, dict(os.environ))
+        key_sets(settings)  # a keys file that cannot be read is a bad setting
+    except SettingsError as exc:
+        LOG.error("recsys-serve: %s", exc)
+        return 2
+    level = "debug" if settings.log_level == "trace" else settings.log_level
+    logging.config.dictConfig(with_format(log_config(level), settings.log_format))
+    try:
+        summary = check_index(settings.index_root, settings.verify_checksums)
+    except FormatError as exc:
+        LOG.error("recsys-serve: cannot serve the index under %s: %s", settings.index_root, exc)
+        return 1
+    LOG.info(
+        "index %s checked; starting %d worker(s) on %s:%d", summary, settings.workers, settings.host, settings.port
+    )
+    os.environ.update(settings.to_env())
+    return 0 if run_server(settings, level) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

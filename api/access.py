@@ -1,0 +1,112 @@
+"""Outermost request bookkeeping: request id (X-Request-ID in and out), request metrics and the access log.
+
+A client's X-Request-ID is kept when it is 1–128 characters of ``[A-Za-z0-9._:-]``, else replaced by a new random
+id; either way the response carries it and every log record of the request has it (api/logging_setup.py). The
+endpoint label of the metrics is the matched route's path (``other`` for unknown paths) so that random URLs cannot
+create unbounded label values. Header values (API keys among them) are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Sequence
+
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.logging_setup import REQUEST_ID
+from api.metrics import Metrics
+
+ACCESS_LOG = logging.getLogger("api.access")
+REQUEST_ID_HEADER = b"x-request-id"
+VERSION_HEADER = b"x-index-version"
+VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def request_id_of(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == REQUEST_ID_HEADER and VALID_REQUEST_ID.match(value):
+            return bytes(value).decode("ascii")
+    return secrets.token_hex(16)
+
+
+class AccessMiddleware:
+    """Parameters: routes — the app's routes (for endpoint labels); access_log — log one line per request."""
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute], metrics: Metrics, access_log: bool) -> None:
+        self.app = app
+        self.routes = routes
+        self.metrics = metrics
+        self.access_log = access_log
+        self.endpoints: dict[str, str] = {}
+
+    def endpoint_of(self, scope: Scope) -> str:
+        path = scope["path"]
+        known = self.endpoints.get(path)
+        if known is not None:
+            return known
+        label = "other"
+        for route in self.routes:
+            match, _ = route.matches({**scope, "method": "GET"} if scope["method"] == "HEAD" else scope)
+            if match != Match.NONE:
+                label = getattr(route, "path", "other")
+                break
+        if label != "other" and len(self.endpoints) < 1000:
+            self.endpoints[path] = label
+        return label
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = request_id_of(scope)
+        token = REQUEST_ID.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        outcome: dict[str, object] = {"status": 500, "version": None, "answered": None}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                outcome["status"] = message["status"]
+                headers = list(message.get("headers", []))
+                for name, value in headers:
+                    if name == VERSION_HEADER:
+                        outcome["version"] = value.decode("latin-1")
+                headers.append((REQUEST_ID_HEADER, request_id.encode("ascii")))
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                outcome["answered"] = time.perf_counter()  # a 504 is answered before its abandoned work ends
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            answered = outcome["answered"]
+            seconds = (answered if isinstance(answered, float) else time.perf_counter()) - started
+            status = int(str(outcome["status"]))
+            endpoint = self.endpoint_of(scope)
+            self.metrics.request_done(endpoint, scope["method"], status, seconds)
+            if self.access_log:
+                client = scope.get("client")
+                ACCESS_LOG.info(
+                    '%s "%s %s" %d %.1fms version=%s',
+                    f"{client[0]}:{client[1]}" if client else "-",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    seconds * 1000,
+                    outcome["version"] or "-",
+                    extra={
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 3),
+                        "client": f"{client[0]}:{client[1]}" if client else None,
+                        "index_version": outcome["version"],
+                    },
+                )
+            REQUEST_ID.reset(token)

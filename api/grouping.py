@@ -1,0 +1,285 @@
+"""Per-category top-n (`"group_by"` in /infer and /batch): validation, search and the response body.
+
+Answer: the best `groups` categories of the field, ranked by their best product's score (ties: category name), each
+with its best `group_size` products (ties: larger norm first). Two ways to find it:
+
+- exact (`exact: true`, exact indexes, filters small enough for an exact scan, and approximate indexes whenever the
+  candidate categories below would cover more than `CANDIDATE_FRACTION` of the rows): one norm-ordered scan of the
+  (allowed) rows keeping every category's best (`index_format.grouped_scan`);
+- approximate: the ANN index is over-fetched (`fetch` results), the categories found are ranked by their best hit,
+  and the top `CANDIDATE_FACTOR × groups` of them are searched exactly (every one of their rows scored through
+  faiss's by-id path, then the same selection). Every returned group then equals exact per-category search; the
+  only approximation is a category none of whose products the over-fetch found.
+
+Measured on instacart_products: benchmarks/group_by.py, results in benchmarks/results/group_by.json and
+api/README_API.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from api.errors import ApiError, Problem, problem
+from api.index_state import LoadedIndex
+from api.schemas import RequestRules, SearchRequest, parse_batch, parse_infer
+from api.service import Recommendation, SearchPolicy, raised_effort, recommend
+from index_format.grouped_scan import Group, grouped_scan, select_groups
+from index_format.reader import IndexReader
+from index_format.stored import StoredVectors
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+GROUP_FIELDS = ("group_by", "group_size", "groups")
+DEFAULT_GROUP_SIZE = 3
+DEFAULT_GROUPS = 10
+# Approximate path: ANN results fetched per needed product, and the floor of that over-fetch.
+FETCH_PER_ITEM = 4
+MIN_FETCH = 100
+CANDIDATE_FACTOR = 2  # categories searched exactly per requested group
+CANDIDATE_FRACTION = 0.5  # above this share of the allowed rows, scan them all (exact, and no slower)
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    field: str
+    group_size: int
+    groups: int
+
+
+@dataclass(frozen=True)
+class GroupTuning:
+    """Knobs of the approximate path (module defaults; the benchmark varies them)."""
+
+    fetch_per_item: int = FETCH_PER_ITEM
+    min_fetch: int = MIN_FETCH
+    candidate_factor: int = CANDIDATE_FACTOR
+    candidate_fraction: float = CANDIDATE_FRACTION
+    candidate_scan: str = "by_id"  # how candidate categories are searched exactly: "by_id" or "norm_scan"
+
+
+Item = tuple[SearchRequest, GroupSpec | None]  # a /batch item: grouped when the spec is not None
+
+
+def wants_groups(body: Any) -> bool:
+    """Whether a /infer body (an object) or a /batch body (an array) uses any grouping field."""
+    if isinstance(body, dict):
+        return any(key in body for key in GROUP_FIELDS)
+    if isinstance(body, list):
+        return any(isinstance(item, dict) and any(key in item for key in GROUP_FIELDS) for item in body)
+    return False
+
+
+# ---- validation ----------------------------------------------------------------------------------------------------
+
+
+def parse_grouped_infer(body: Any, rules: RequestRules) -> tuple[SearchRequest, GroupSpec]:
+    """Validate a grouped /infer body: the usual fields (except `k`) plus group_by, group_size and groups."""
+    problems: list[Problem] = []
+    spec = _group_spec(body, [], rules, problems)
+    try:
+        parsed = parse_infer(_without_group_fields(body), rules)
+    except ApiError as error:
+        if error.status != 422 or not isinstance(error.detail, list):
+            raise
+        problems = error.detail + problems
+        raise ApiError(422, problems) from None
+    if problems or spec is None:
+        raise ApiError(422, problems)
+    return parsed, spec
+
+
+def parse_mixed_batch(body: list[Any], rules: RequestRules, max_batch: int) -> list[Item]:
+    """Validate a /batch body in which some items group; problems carry the item's position first in `loc`."""
+    problems: list[Problem] = []
+    stripped = [_without_group_fields(item) for item in body]
+    try:
+        parsed = parse_batch(stripped, rules, max_batch)
+    except ApiError as error:
+        if error.status != 422 or not isinstance(error.detail, list):
+            raise
+        problems = list(error.detail)
+        parsed = []
+    specs: list[GroupSpec | None] = []
+    for position, item in enumerate(body):
+        grouped = isinstance(item, dict) and any(key in item for key in GROUP_FIELDS)
+        specs.append(_group_spec(item, [position], rules, problems) if grouped else None)
+    if problems:
+        problems.sort(key=lambda p: p["loc"][0] if p["loc"] else -1)
+        raise ApiError(422, problems)
+    return list(zip(parsed, specs, strict=True))
+
+
+def _without_group_fields(item: Any) -> Any:
+    if not isinstance(item, dict) or not any(key in item for key in GROUP_FIELDS):
+        return item
+    return {key: value for key, value in item.items() if key not in GROUP_FIELDS and key != "k"}
+
+
+def _group_spec(raw: Any, loc: list[str | int], rules: RequestRules, problems: list[Problem]) -> GroupSpec | None:
+    if not isinstance(raw, dict):
+        return None  # parse_infer / parse_batch report it
+    before = len(problems)
+    if "k" in raw:
+        message = "k does not apply with group_by: use group_size (products per category) and groups (categories)"
+        problems.append(problem([*loc, "k"], message, "extra_field"))
+    field_name = raw.get("group_by")
+    choices = ", ".join(sorted(rules.metadata)) or "none"
+    if "group_by" not in raw:
+        message = "field required when group_size or groups is given: a metadata field to group by"
+        problems.append(problem([*loc, "group_by"], message, "missing"))
+    elif not isinstance(field_name, str):
+        problems.append(problem([*loc, "group_by"], f"expected a string (one of: {choices})", "type_error"))
+    elif field_name not in rules.metadata:
+        problems.append(problem([*loc, "group_by"], f"unknown field; this index has: {choices}", "value_error"))
+    group_size = _count(raw, "group_size", DEFAULT_GROUP_SIZE, loc, rules.max_k, problems)
+    groups = _count(raw, "groups", DEFAULT_GROUPS, loc, rules.max_k, problems)
+    if len(problems) > before or group_size is None or groups is None or not isinstance(field_name, str):
+        return None
+    return GroupSpec(field_name, group_size, groups)
+
+
+def _count(
+    raw: dict[str, Any], key: str, default: int, loc: list[str | int], high: int, problems: list[Problem]
+) -> int | None:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        problems.append(problem([*loc, key], "expected an integer", "type_error"))
+        return None
+    if not 1 <= value <= high:
+        problems.append(problem([*loc, key], f"must be between 1 and {high}, got {value}", "value_error"))
+        return None
+    return value
+
+
+# ---- search ----------------------------------------------------------------------------------------------------
+
+
+def grouped_body(
+    loaded: LoadedIndex,
+    request: SearchRequest,
+    spec: GroupSpec,
+    policy: SearchPolicy,
+    tuning: GroupTuning | None = None,
+) -> dict[str, Any]:
+    """The response object of one grouped request."""
+    reader = loaded.reader
+    names = reader.manifest.metadata[spec.field]
+    found = search_groups(loaded, request, spec, policy, tuning or GroupTuning())
+    return {
+        "name": request.name,
+        "group_by": spec.field,
+        "groups": [
+            {"category": names[group.code], "recommendations": _recommendations(reader, group)} for group in found
+        ],
+    }
+
+
+def batch_bodies(loaded: LoadedIndex, items: list[Item], policy: SearchPolicy) -> list[dict[str, Any]]:
+    """Responses of a mixed /batch, in order: plain items are searched together as usual, grouped ones one by one."""
+    plain = [position for position, (_, spec) in enumerate(items) if spec is None]
+    answers = recommend(loaded, [items[p][0] for p in plain], policy)
+    out: list[dict[str, Any]] = [{} for _ in items]
+    for position, recommendations in zip(plain, answers, strict=True):
+        out[position] = {"name": items[position][0].name, "recommendations": recommendations}
+    for position, (request, spec) in enumerate(items):
+        if spec is not None:
+            out[position] = grouped_body(loaded, request, spec, policy)
+    return out
+
+
+def search_groups(
+    loaded: LoadedIndex, request: SearchRequest, spec: GroupSpec, policy: SearchPolicy, tuning: GroupTuning
+) -> list[Group]:
+    reader = loaded.reader
+    allowed = loaded.filters.allowed_rows(request.filter) if request.filter is not None else None
+    if allowed is not None and allowed.size == 0:
+        return []
+    excluded = _rows_of(reader, request.exclude)
+    available = reader.count if allowed is None else int(allowed.size)
+    exact = (
+        request.exact
+        or reader.family == "flat"
+        or (allowed is not None and policy.filter_is_exact(available, reader.count, reader.dim))
+    )
+    if not exact:
+        candidates = _candidate_rows(loaded, request, spec, policy, tuning, allowed, excluded, available)
+        if candidates is not None:
+            return exact_groups(reader, request.vector, spec, candidates, excluded, tuning.candidate_scan == "by_id")
+    return exact_groups(reader, request.vector, spec, allowed, excluded)
+
+
+def exact_groups(
+    reader: IndexReader, q: F32, spec: GroupSpec, allowed: I64 | None, excluded: I64, by_id: bool = False
+) -> list[Group]:
+    """Exact grouped top-n over the (allowed) rows, excluded rows left out.
+
+    by_id: score just the allowed rows with faiss's by-id path and select (no gather copy, no early stop), for a
+    few small categories; otherwise the norm-ordered grouped scan.
+    """
+    codes = reader.metadata_codes[spec.field]
+    n_codes = len(reader.manifest.metadata[spec.field])
+    if reader.vectors is not None and not (by_id and allowed is not None):
+        found, _ = grouped_scan(
+            reader.vectors, reader.norms, codes, n_codes, q, spec.group_size, spec.groups, allowed, excluded
+        )
+        return found
+    # Scores of every (allowed) row — by id, or a full probe for IVF without row-ordered vectors — then selection.
+    scores = StoredVectors(reader).scores(q, allowed)
+    rows = np.arange(reader.count, dtype=np.int64) if allowed is None else allowed
+    scores[np.isin(rows, excluded)] = -np.inf
+    picked = select_groups(scores, np.asarray(codes)[rows], spec.group_size, spec.groups, n_codes)
+    return [Group(g.code, g.scores, rows[g.rows]) for g in picked]
+
+
+def _candidate_rows(
+    loaded: LoadedIndex,
+    request: SearchRequest,
+    spec: GroupSpec,
+    policy: SearchPolicy,
+    tuning: GroupTuning,
+    allowed: I64 | None,
+    excluded: I64,
+    available: int,
+) -> I64 | None:
+    """Rows of the categories the over-fetched ANN search ranks best, or None when they are most of the rows."""
+    reader = loaded.reader
+    fetch = min(available, max(tuning.min_fetch, tuning.fetch_per_item * spec.groups * spec.group_size) + excluded.size)
+    params = reader.default_params()
+    if allowed is not None:
+        params = raised_effort(params, allowed.size / reader.count, policy.param_limits)
+    params.update(request.params)
+    found = reader.search(request.vector[None, :], fetch, params=params, allowed=allowed)
+    rows, scores = found.rows[0], found.scores[0]
+    keep = rows >= 0
+    if excluded.size:
+        keep &= ~np.isin(rows, excluded)
+    rows, scores = rows[keep], scores[keep]
+    codes = np.asarray(reader.metadata_codes[spec.field])[rows]
+    rows, scores, codes = rows[codes >= 0], scores[codes >= 0], codes[codes >= 0]
+    # Hits are best first, so a category's first hit is its best: rank categories by first appearance.
+    distinct, first = np.unique(codes, return_index=True)
+    ranked = distinct[np.argsort(first, kind="stable")][: tuning.candidate_factor * spec.groups]
+    names = reader.manifest.metadata[spec.field]
+    candidate = loaded.filters.fields[spec.field].rows(tuple(names[c] for c in ranked.tolist()))
+    if allowed is not None:
+        candidate = np.intersect1d(candidate, allowed, assume_unique=True)
+    if candidate.size > tuning.candidate_fraction * available:
+        return None
+    return candidate
+
+
+def _rows_of(reader: IndexReader, ids: tuple[int | str, ...]) -> I64:
+    if not ids:
+        return np.empty(0, dtype=np.int64)
+    rows = reader.rows_of_ids(list(ids))
+    return np.unique(rows[rows >= 0])
+
+
+def _recommendations(reader: IndexReader, group: Group) -> list[Recommendation]:
+    ids = reader.external_ids(group.rows)
+    return [{"id": id_, "score": score} for id_, score in zip(ids, group.scores, strict=True)]

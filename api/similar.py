@@ -1,0 +1,225 @@
+"""Similar products (`POST /similar`, `POST /similar/batch`): the products whose stored vectors score highest
+against one product's stored vector, excluding the product itself.
+
+metric "ip": the product's vector is searched like a user vector (same index, filter policy, exclusions and params
+as /infer), with its own id added to the exclusions.
+
+metric "cosine": the top-k by cosine is not the top-k by inner product once norms differ, and an inner-product
+index cannot search cosine space, so cosine is an exact scan: every (allowed) row's inner product divided by its
+norm (O(rows × dim) per request; rows of norm 0 score 0). When all norms are equal within `EQUAL_NORMS_RTOL`
+(unit-normalised embeddings such as instacart_products) the two orders coincide, and the inner-product search is used
+and its scores divided by the norms.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from api.errors import ApiError, Problem, problem
+from api.index_state import LoadedIndex
+from api.schemas import RequestRules, SearchRequest, parse_batch, parse_infer
+from api.service import Recommendation, SearchPolicy, recommend
+from index_format.reader import IndexReader
+from index_format.stored import StoredVectors, Unavailable
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+FIELDS = ("id", "k", "metric", "exact", "filter", "exclude", "params")
+METRICS = ("ip", "cosine")
+EQUAL_NORMS_RTOL = 1e-5  # the tie tolerance of float32 scores used throughout the tests
+
+
+@dataclass(frozen=True)
+class SimilarRequest:
+    id: int | str
+    metric: str
+    search: SearchRequest  # k, exact, filter, exclude and params; its vector is a placeholder until resolved
+
+
+class StoredCache:
+    """One `StoredVectors` per served index version (an IVF,Flat builds its row locations once)."""
+
+    def __init__(self) -> None:
+        self._by_reader: weakref.WeakKeyDictionary[IndexReader, StoredVectors] = weakref.WeakKeyDictionary()
+
+    def of(self, reader: IndexReader) -> StoredVectors:
+        stored = self._by_reader.get(reader)
+        if stored is None:
+            stored = self._by_reader.setdefault(reader, StoredVectors(reader))
+        return stored
+
+
+# ---- validation ----------------------------------------------------------------------------------------------------
+
+
+def parse_similar(body: Any, rules: RequestRules) -> SimilarRequest:
+    problems: list[Problem] = []
+    head = _id_and_metric(body, [], rules, problems)
+    try:
+        parsed = parse_infer(_stand_in(body, rules), rules)
+    except ApiError as error:
+        if error.status != 422 or not isinstance(error.detail, list):
+            raise
+        raise ApiError(422, error.detail + problems) from None
+    if problems or head is None:
+        raise ApiError(422, problems)
+    return SimilarRequest(head[0], head[1], parsed)
+
+
+def parse_similar_batch(body: Any, rules: RequestRules, max_batch: int) -> list[SimilarRequest]:
+    if not isinstance(body, list):
+        raise ApiError(422, [problem([], "expected a JSON array of request objects", "type_error")])
+    if len(body) > max_batch:
+        raise ApiError(413, f"batch of {len(body)} items is over the limit of {max_batch} items per request")
+    problems: list[Problem] = []
+    try:
+        parsed = parse_batch([_stand_in(item, rules) for item in body], rules, max_batch)
+    except ApiError as error:
+        if error.status != 422 or not isinstance(error.detail, list):
+            raise
+        problems = list(error.detail)
+        parsed = []
+    heads = [_id_and_metric(item, [position], rules, problems) for position, item in enumerate(body)]
+    if problems:
+        problems.sort(key=lambda p: p["loc"][0] if p["loc"] else -1)
+        raise ApiError(422, problems)
+    return [SimilarRequest(h[0], h[1], p) for h, p in zip(heads, parsed, strict=True) if h is not None]
+
+
+def _stand_in(raw: Any, rules: RequestRules) -> Any:
+    """The /infer body that validates the shared options (k, exact, filter, exclude, params) with /infer's rules."""
+    if not isinstance(raw, dict):
+        return raw  # parse_infer / parse_batch report it
+    shared = {key: value for key, value in raw.items() if key in FIELDS and key not in ("id", "metric")}
+    return {**shared, "name": "", "vector": [0.0] * rules.dim}
+
+
+def _id_and_metric(
+    raw: Any, loc: list[str | int], rules: RequestRules, problems: list[Problem]
+) -> tuple[int | str, str] | None:
+    if not isinstance(raw, dict):
+        return None
+    before = len(problems)
+    for key in raw:
+        if key not in FIELDS:
+            problems.append(problem([*loc, key], f"unknown field; allowed: {', '.join(FIELDS)}", "extra_field"))
+    product = raw.get("id")
+    if "id" not in raw:
+        problems.append(problem([*loc, "id"], "field required: the product id", "missing"))
+    elif rules.id_type == "str" and not isinstance(product, str):
+        message = "expected a string id (this index has string ids)"
+        problems.append(problem([*loc, "id"], message, "type_error"))
+    elif rules.id_type == "int" and (isinstance(product, bool) or not isinstance(product, int)):
+        message = "expected an integer id (this index has integer ids)"
+        problems.append(problem([*loc, "id"], message, "type_error"))
+    elif isinstance(product, str) and not _valid_text(product):
+        problems.append(problem([*loc, "id"], "not valid Unicode text (lone surrogate)", "value_error"))
+    metric = raw.get("metric", "ip")
+    if metric not in METRICS:
+        problems.append(problem([*loc, "metric"], f"expected one of: {', '.join(METRICS)}", "value_error"))
+    if len(problems) > before or not isinstance(product, int | str) or not isinstance(metric, str):
+        return None
+    return product, metric
+
+
+def _valid_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# ---- search ----------------------------------------------------------------------------------------------------
+
+
+def similar_bodies(
+    loaded: LoadedIndex, requests: list[SimilarRequest], policy: SearchPolicy, stored: StoredVectors, batch: bool
+) -> list[dict[str, Any]]:
+    """Responses in request order; 404 listing every unknown id, 501 when the index keeps no exact vectors."""
+    reader = loaded.reader
+    rows = reader.rows_of_ids([request.id for request in requests])
+    unknown = [
+        problem([position, "id"] if batch else ["id"], f"unknown product id {request.id!r}", "not_found")
+        for position, (request, row) in enumerate(zip(requests, rows.tolist(), strict=True))
+        if row < 0
+    ]
+    if unknown:
+        raise ApiError(404, unknown)
+    try:
+        vectors = stored.of_rows(rows)
+    except Unavailable as error:
+        raise ApiError(501, str(error)) from None
+    searches = [
+        replace(request.search, vector=vectors[i], exclude=(*request.search.exclude, request.id))
+        for i, request in enumerate(requests)
+    ]
+    equal_norms = _equal_norms(reader)
+    via_index = [i for i, request in enumerate(requests) if request.metric == "ip" or equal_norms]
+    answers: list[list[Recommendation]] = [[] for _ in requests]
+    for i, answer in zip(via_index, recommend(loaded, [searches[i] for i in via_index], policy), strict=True):
+        answers[i] = answer
+    for i, request in enumerate(requests):
+        if request.metric != "cosine":
+            continue
+        if equal_norms:
+            answers[i] = _as_cosine(reader, searches[i].vector, answers[i])
+        else:
+            answers[i] = exact_cosine(loaded, searches[i], stored)
+    return [
+        {"id": request.id, "metric": request.metric, "recommendations": answer}
+        for request, answer in zip(requests, answers, strict=True)
+    ]
+
+
+def _equal_norms(reader: IndexReader) -> bool:
+    if reader.count == 0:
+        return True
+    largest, smallest = float(reader.norms[0]), float(reader.norms[-1])  # rows are in descending-norm order
+    return largest - smallest <= EQUAL_NORMS_RTOL * largest
+
+
+def _as_cosine(reader: IndexReader, q: F32, answer: list[Recommendation]) -> list[Recommendation]:
+    """Inner-product hits rescored as cosines (their order is already the cosine order: all norms are equal)."""
+    if not answer:
+        return answer
+    q_norm = float(np.linalg.norm(q))
+    norms = np.asarray(reader.norms)[reader.rows_of_ids([hit["id"] for hit in answer])]
+    scale = q_norm * norms
+    cosines = np.divide(
+        np.array([hit["score"] for hit in answer], dtype=np.float32),
+        scale,
+        out=np.zeros(len(answer), np.float32),
+        where=scale > 0,
+    )
+    return [{"id": hit["id"], "score": score} for hit, score in zip(answer, cosines, strict=True)]
+
+
+def exact_cosine(loaded: LoadedIndex, search: SearchRequest, stored: StoredVectors) -> list[Recommendation]:
+    """Top-k by cosine over every (allowed) row, excluded ids left out; ties: larger norm (lower row) first."""
+    reader = loaded.reader
+    allowed = loaded.filters.allowed_rows(search.filter) if search.filter is not None else None
+    rows = np.arange(reader.count, dtype=np.int64) if allowed is None else allowed
+    if rows.size == 0:
+        return []
+    q = search.vector
+    ip = stored.scores(q, allowed)
+    scale = float(np.linalg.norm(q)) * np.asarray(reader.norms)[rows]
+    cosines = np.divide(ip, scale, out=np.zeros(rows.size, np.float32), where=scale > 0).astype(np.float32)
+    excluded = reader.rows_of_ids(list(search.exclude))
+    cosines[np.isin(rows, excluded[excluded >= 0])] = -np.inf
+    k = min(search.k, int(np.count_nonzero(cosines > -np.inf)))
+    if k == 0:
+        return []
+    top = np.argpartition(-cosines, k - 1)[:k] if k < rows.size else np.arange(rows.size)
+    kth = cosines[top].min()
+    tied = np.flatnonzero(cosines >= kth)  # every tie at the cut, so the lower rows win it
+    order = tied[np.lexsort((tied, -cosines[tied]))][:k]
+    ids = reader.external_ids(rows[order])
+    return [{"id": id_, "score": score} for id_, score in zip(ids, cosines[order], strict=True)]

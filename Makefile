@@ -6,7 +6,7 @@ INDEX_ROOT ?= indexes/demo
 PORT   ?= 5000
 WORKERS ?= 2
 
-.PHONY: install lint fmt test test-all demo-data demo-index serve bench bench-smoke clean
+.PHONY: install lint fmt test test-all demo-data demo-index serve bench bench-smoke clean docker
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,3 +50,6 @@ bench-smoke: install
 
 clean:
 	rm -rf indexes build .pytest_cache .mypy_cache .ruff_cache
+
+docker:
+	docker build -t recsys-retrieval .

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import http.client
 import importlib.metadata
 import json
@@ -72,7 +73,20 @@ def machine_info() -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             info["versions"][package] = "absent"
     info["wrk"] = _wrk_version()
+    info["source_digests"] = source_digests()
     return info
+
+
+def source_digests(packages: Sequence[str] = ("api", "index_format", "index_builder", "benchmarks")) -> dict[str, str]:
+    """sha256 over each package's .py files (names and contents): identifies the code measured even when it is not
+    committed yet."""
+    out = {}
+    for package in packages:
+        digest = hashlib.sha256()
+        for path in sorted((REPO / package).rglob("*.py")):
+            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+        out[package] = digest.hexdigest()[:16]
+    return out
 
 
 def _wrk_version() -> str | None:

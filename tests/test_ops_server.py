@@ -89,6 +89,7 @@ class ClientLoop:
         self.queries = np.random.default_rng(7).standard_normal((16, DIM)).astype(np.float32)
         self.stop = threading.Event()
         self.outcomes: list[tuple[int, str | None, int, list[str]]] = []
+        self.seen: set[str | None] = set()
         self.errors: list[str] = []
         self.limit = limit
         self.pool = ThreadPoolExecutor(threads)
@@ -107,6 +108,7 @@ class ClientLoop:
                     continue
                 ids = [r["id"] for r in response.json().get("recommendations", [])]
                 self.outcomes.append((response.status_code, response.headers.get("x-index-version"), q, ids))
+                self.seen.add(response.headers.get("x-index-version"))
 
     def finish(self) -> None:
         self.stop.set()
@@ -121,8 +123,11 @@ def test_ten_swaps_under_load_fail_no_request(server: Server, swap_root: Path, v
         for i in range(1, 11):
             version = build_version(swap_root, f"v{i}", seed=100 + i)  # the real builder publishes and repoints
             versions[version.name] = version
-            wait_for(lambda name=version.name: all_workers_serve(server, name), 20, f"both workers on {version.name}")
-            time.sleep(0.1)
+            wait_for(
+                lambda name=version.name: all_workers_serve(server, name) and name in loop.seen,
+                20,
+                f"both workers on {version.name}, and the client loop answered by it",
+            )
     finally:
         loop.finish()
     assert not loop.errors, loop.errors[:5]

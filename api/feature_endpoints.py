@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.errors import ApiError, json_bytes
-from api.grouping import batch_bodies, grouped_body, parse_grouped_infer, parse_mixed_batch
+from api.grouping import GroupTuning, batch_bodies, grouped_body, parse_grouped_infer, parse_mixed_batch
 from api.index_state import IndexHolder, LoadedIndex
 from api.jsonbody import read_json
 from api.service import SearchPolicy
@@ -26,16 +26,16 @@ VERSION_HEADER = "X-Index-Version"
 async def grouped_infer(loaded: LoadedIndex, body: Any, settings: Settings) -> Response:
     """/infer with group_by (the body is already read and is a JSON object using a grouping field)."""
     request, spec = parse_grouped_infer(body, loaded.rules)
-    policy = SearchPolicy.of(settings, loaded)
-    answer = await run_in_threadpool(lambda: json_bytes(grouped_body(loaded, request, spec, policy)))
+    policy, tuning = SearchPolicy.of(settings, loaded), GroupTuning.of(settings)
+    answer = await run_in_threadpool(lambda: json_bytes(grouped_body(loaded, request, spec, policy, tuning)))
     return Response(answer, media_type="application/json", headers={VERSION_HEADER: loaded.version})
 
 
 async def grouped_batch(loaded: LoadedIndex, body: list[Any], settings: Settings) -> Response:
     """/batch in which at least one item uses a grouping field; the others are answered as usual."""
     items = parse_mixed_batch(body, loaded.rules, settings.max_batch)
-    policy = SearchPolicy.of(settings, loaded)
-    answer = await run_in_threadpool(lambda: json_bytes(batch_bodies(loaded, items, policy)))
+    policy, tuning = SearchPolicy.of(settings, loaded), GroupTuning.of(settings)
+    answer = await run_in_threadpool(lambda: json_bytes(batch_bodies(loaded, items, policy, tuning)))
     return Response(answer, media_type="application/json", headers={VERSION_HEADER: loaded.version})
 
 

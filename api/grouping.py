@@ -3,16 +3,20 @@
 Answer: the best `groups` categories of the field, ranked by their best product's score (ties: category name), each
 with its best `group_size` products (ties: larger norm first). Two ways to find it:
 
-- exact (`exact: true`, exact indexes, filters small enough for an exact scan, and approximate indexes whenever the
-  candidate categories below would cover more than `CANDIDATE_FRACTION` of the rows): one norm-ordered scan of the
-  (allowed) rows keeping every category's best (`index_format.grouped_scan`);
-- approximate: the ANN index is over-fetched (`fetch` results), the categories found are ranked by their best hit,
-  and the top `CANDIDATE_FACTOR × groups` of them are searched exactly (every one of their rows scored through
-  faiss's by-id path, then the same selection). Every returned group then equals exact per-category search; the
-  only approximation is a category none of whose products the over-fetch found.
+- exact: one norm-ordered scan of the (allowed) rows keeping every category's best (`index_format.grouped_scan`).
+  Used for `exact: true`, exact indexes, small filters, and whenever the (allowed) rows × dim is at most
+  `RECSYS_GROUP_EXACT_BUDGET` (default 32M, so every catalogue up to ~80k × 384 or 500k × 64);
+- approximate, for larger catalogues: the ANN index is over-fetched (`fetch` results), the categories found are
+  ranked by their best hit, and the top `CANDIDATE_FACTOR × groups` of them are scanned exactly (the same scan,
+  restricted to their rows); if they hold more than `CANDIDATE_FRACTION` of the rows, everything is scanned. Every
+  returned group equals exact per-category search; a true best category none of whose products the over-fetch
+  found is the only possible miss.
 
-Measured on instacart_products: benchmarks/group_by.py, results in benchmarks/results/group_by.json and
-api/README_API.md.
+Why (benchmarks/group_by.py on instacart_products, 48,688 × 384, 134 aisles, 21 departments, one thread): the exact
+scan reads every row (unit norms: nothing to prune) in ~3 ms through faiss's kernel; the approximate path saves
+about half of that but its category recall saturated at 0.95–0.99 (HNSW misses products far down a long
+over-fetch; 400 or 800 results, or scanning every category found, did not reach the index's stated recall 0.99).
+Results in benchmarks/results/group_by.json and api/README_API.md.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from api.errors import ApiError, Problem, problem
 from api.index_state import LoadedIndex
 from api.schemas import RequestRules, SearchRequest, parse_batch, parse_infer
 from api.service import Recommendation, SearchPolicy, raised_effort, recommend
+from api.settings import Settings
 from index_format.grouped_scan import Group, grouped_scan, select_groups
 from index_format.reader import IndexReader
 from index_format.stored import StoredVectors
@@ -39,8 +44,8 @@ DEFAULT_GROUP_SIZE = 3
 DEFAULT_GROUPS = 10
 # Approximate path: ANN results fetched per needed product, and the floor of that over-fetch.
 FETCH_PER_ITEM = 4
-MIN_FETCH = 100
-CANDIDATE_FACTOR = 2  # categories searched exactly per requested group
+MIN_FETCH = 200
+CANDIDATE_FACTOR = 4  # categories searched exactly per requested group
 CANDIDATE_FRACTION = 0.5  # above this share of the allowed rows, scan them all (exact, and no slower)
 
 
@@ -53,13 +58,17 @@ class GroupSpec:
 
 @dataclass(frozen=True)
 class GroupTuning:
-    """Knobs of the approximate path (module defaults; the benchmark varies them)."""
+    """When the approximate path is used, and its knobs (module defaults; the benchmark varies them)."""
 
+    exact_budget: int  # rows × dim up to which one exact scan answers (RECSYS_GROUP_EXACT_BUDGET)
     fetch_per_item: int = FETCH_PER_ITEM
     min_fetch: int = MIN_FETCH
     candidate_factor: int = CANDIDATE_FACTOR
     candidate_fraction: float = CANDIDATE_FRACTION
-    candidate_scan: str = "by_id"  # how candidate categories are searched exactly: "by_id" or "norm_scan"
+
+    @classmethod
+    def of(cls, settings: Settings) -> GroupTuning:
+        return cls(exact_budget=settings.group_exact_budget)
 
 
 Item = tuple[SearchRequest, GroupSpec | None]  # a /batch item: grouped when the spec is not None
@@ -160,16 +169,12 @@ def _count(
 
 
 def grouped_body(
-    loaded: LoadedIndex,
-    request: SearchRequest,
-    spec: GroupSpec,
-    policy: SearchPolicy,
-    tuning: GroupTuning | None = None,
+    loaded: LoadedIndex, request: SearchRequest, spec: GroupSpec, policy: SearchPolicy, tuning: GroupTuning
 ) -> dict[str, Any]:
     """The response object of one grouped request."""
     reader = loaded.reader
     names = reader.manifest.metadata[spec.field]
-    found = search_groups(loaded, request, spec, policy, tuning or GroupTuning())
+    found = search_groups(loaded, request, spec, policy, tuning)
     return {
         "name": request.name,
         "group_by": spec.field,
@@ -179,7 +184,9 @@ def grouped_body(
     }
 
 
-def batch_bodies(loaded: LoadedIndex, items: list[Item], policy: SearchPolicy) -> list[dict[str, Any]]:
+def batch_bodies(
+    loaded: LoadedIndex, items: list[Item], policy: SearchPolicy, tuning: GroupTuning
+) -> list[dict[str, Any]]:
     """Responses of a mixed /batch, in order: plain items are searched together as usual, grouped ones one by one."""
     plain = [position for position, (_, spec) in enumerate(items) if spec is None]
     answers = recommend(loaded, [items[p][0] for p in plain], policy)
@@ -188,7 +195,7 @@ def batch_bodies(loaded: LoadedIndex, items: list[Item], policy: SearchPolicy) -
         out[position] = {"name": items[position][0].name, "recommendations": recommendations}
     for position, (request, spec) in enumerate(items):
         if spec is not None:
-            out[position] = grouped_body(loaded, request, spec, policy)
+            out[position] = grouped_body(loaded, request, spec, policy, tuning)
     return out
 
 
@@ -204,31 +211,26 @@ def search_groups(
     exact = (
         request.exact
         or reader.family == "flat"
+        or available * reader.dim <= tuning.exact_budget
         or (allowed is not None and policy.filter_is_exact(available, reader.count, reader.dim))
     )
     if not exact:
         candidates = _candidate_rows(loaded, request, spec, policy, tuning, allowed, excluded, available)
         if candidates is not None:
-            return exact_groups(reader, request.vector, spec, candidates, excluded, tuning.candidate_scan == "by_id")
+            allowed = candidates
     return exact_groups(reader, request.vector, spec, allowed, excluded)
 
 
-def exact_groups(
-    reader: IndexReader, q: F32, spec: GroupSpec, allowed: I64 | None, excluded: I64, by_id: bool = False
-) -> list[Group]:
-    """Exact grouped top-n over the (allowed) rows, excluded rows left out.
-
-    by_id: score just the allowed rows with faiss's by-id path and select (no gather copy, no early stop), for a
-    few small categories; otherwise the norm-ordered grouped scan.
-    """
+def exact_groups(reader: IndexReader, q: F32, spec: GroupSpec, allowed: I64 | None, excluded: I64) -> list[Group]:
+    """Exact grouped top-n over the (allowed) rows, excluded rows left out."""
     codes = reader.metadata_codes[spec.field]
     n_codes = len(reader.manifest.metadata[spec.field])
-    if reader.vectors is not None and not (by_id and allowed is not None):
+    if reader.vectors is not None:
         found, _ = grouped_scan(
             reader.vectors, reader.norms, codes, n_codes, q, spec.group_size, spec.groups, allowed, excluded
         )
         return found
-    # Scores of every (allowed) row — by id, or a full probe for IVF without row-ordered vectors — then selection.
+    # IVF without row-ordered vectors: every exact score from a full probe, then the same selection.
     scores = StoredVectors(reader).scores(q, allowed)
     rows = np.arange(reader.count, dtype=np.int64) if allowed is None else allowed
     scores[np.isin(rows, excluded)] = -np.inf

@@ -39,6 +39,9 @@ class Settings:
     # answered by an exact scan of just those rows (see api/service.py); broader filters go through the ANN index.
     filter_exact_fraction: float = 0.1
     filter_exact_budget: int = 4_000_000
+    # group_by: catalogues (or filters) whose rows × dim is at most this are grouped by one exact scan; larger ones
+    # scan only the categories an over-fetched ANN search finds (see api/grouping.py).
+    group_exact_budget: int = 32_000_000
     coalesce: bool = False  # search concurrent light /infer requests together (api/coalescer.py)
     verify_checksums: bool = True
     warm: bool = True
@@ -82,6 +85,7 @@ class Settings:
             max_k_factor=get("max_k_factor", _int_in(1, 10_000), default.max_k_factor),
             filter_exact_fraction=get("filter_exact_fraction", _float_in(0.0, 1.0), default.filter_exact_fraction),
             filter_exact_budget=get("filter_exact_budget", _int_in(0, 2**62), default.filter_exact_budget),
+            group_exact_budget=get("group_exact_budget", _int_in(0, 2**62), default.group_exact_budget),
             coalesce=get("coalesce", _bool, default.coalesce),
             verify_checksums=get("verify_checksums", _bool, default.verify_checksums),
             warm=get("warm", _bool, default.warm),

@@ -7,11 +7,11 @@ exact per-category search.
 Builds (once, reused from --index-root) an HNSW index of the 48,688 products with their aisle (134) and department
 (21) as metadata. Queries are the 1,000 held-out product embeddings. Then:
 
-1. design variants, in process (`api.grouping.search_groups`, no HTTP): the exact grouped scan against the
+1. design variants, in process (`api.grouping.grouped_body`, no HTTP): the exact grouped scan against the
    approximate path with different over-fetch and candidate settings: time per query and recall;
 2. single requests, one at a time, through the Starlette TestClient and through a real `recsys-serve` (1 worker,
-   keep-alive HTTP): plain /infer k=10, group_by aisle / department on the default and the exact path, /similar
-   (ip and cosine): p50/p99 latency;
+   keep-alive HTTP): plain /infer k=10, group_by aisle / department on the default path (an exact scan at this
+   size) and on the approximate path (forced with group_exact_budget 0), /similar (ip and cosine): p50/p99;
 3. for every grouped answer, against exact per-category search computed in numpy (float64): the share of the true
    best categories returned (tie-aware), and per returned group the tie-aware recall of its products.
 """
@@ -152,18 +152,18 @@ def design_variants(loaded: Any, settings: Any, xq: F32, truth: Truth, count: in
     from api.service import SearchPolicy
 
     policy = SearchPolicy.of(settings, loaded)
-    variants: list[tuple[str, bool, GroupTuning]] = [
-        ("exact grouped scan", True, GroupTuning()),
-        ("ann fetch≥100, 1×groups candidates", False, GroupTuning(candidate_factor=1)),
-        ("ann fetch≥100, 2×groups candidates (default)", False, GroupTuning()),
-        ("ann fetch≥100, 4×groups candidates", False, GroupTuning(candidate_factor=4)),
-        ("ann fetch≥100, 2×groups, candidates by norm_scan", False, GroupTuning(candidate_scan="norm_scan")),
-        ("ann fetch≥400, 2×groups candidates", False, GroupTuning(min_fetch=400)),
-        ("ann, candidates never fall back to the scan", False, GroupTuning(candidate_fraction=1.0)),
+    budget = settings.group_exact_budget
+    variants: list[tuple[str, GroupTuning]] = [
+        ("exact grouped scan (the default at this size)", GroupTuning(budget)),
+        ("ann: fetch>=100, 2 x groups candidates", GroupTuning(0, min_fetch=100, candidate_factor=2)),
+        ("ann: fetch>=200, 4 x groups candidates (default)", GroupTuning(0)),
+        ("ann: fetch>=400, 4 x groups candidates", GroupTuning(0, min_fetch=400)),
+        ("ann: fetch>=200, every category found", GroupTuning(0, candidate_factor=100_000)),
+        ("ann: fetch>=200, 4 x groups, never the full scan", GroupTuning(0, candidate_fraction=1.0)),
     ]
     out = []
-    for field, group_size, groups in (("aisle", 3, 5), ("department", 3, 5), ("aisle", 10, 10)):
-        for label, exact, tuning in variants:
+    for field, group_size, groups in (("aisle", 3, 5), ("department", 3, 5), ("aisle", 10, 10), ("department", 10, 10)):
+        for label, tuning in variants:
             requests = [
                 parse_grouped_infer(
                     {
@@ -172,7 +172,6 @@ def design_variants(loaded: Any, settings: Any, xq: F32, truth: Truth, count: in
                         "group_by": field,
                         "group_size": group_size,
                         "groups": groups,
-                        "exact": exact,
                     },
                     loaded.rules,
                 )
@@ -228,32 +227,33 @@ def common_json(body: dict[str, Any]) -> dict[str, Any]:
 Post = Callable[[str, dict[str, Any]], Any]  # (path, body) -> decoded JSON answer (asserts 200)
 
 
-def http_modes(post: Post, reader: Any, xq: F32, truth: Truth, count: int) -> list[dict[str, Any]]:
-    """Single requests, one at a time, through `post`."""
+def http_modes(post: Post, reader: Any, xq: F32, truth: Truth, count: int, ann: bool) -> list[dict[str, Any]]:
+    """Single requests, one at a time, through `post`; ann: the app runs with group_exact_budget 0 (grouped modes
+    only), else plain /infer, grouped (the default: exact scan at this size) and /similar."""
     ids = reader.external_ids(np.arange(count) * (reader.count // count))
-    modes: list[tuple[str, str, Callable[[int], dict[str, Any]], tuple[str, int, int] | None]] = [
-        ("plain /infer k=10", "/infer", lambda i: {"name": "q", "vector": xq[i].tolist(), "k": 10}, None),
-    ]
+    Make = Callable[[int], dict[str, Any]]
+    modes: list[tuple[str, str, Make, tuple[str, int, int] | None]] = []
+    if not ann:
+        modes.append(("plain /infer k=10", "/infer", lambda i: {"name": "q", "vector": xq[i].tolist(), "k": 10}, None))
     for field in FIELDS:
         for group_size, groups in ((3, 5), (10, 10)):
-            for exact in (False, True):
-                label = f"group_by {field} s={group_size} g={groups}{' exact' if exact else ''}"
-                spec = (field, group_size, groups)
+            label = f"group_by {field} s={group_size} g={groups}" + (" (ann path)" if ann else "")
+            spec = (field, group_size, groups)
 
-                def payload(i: int, spec: tuple[str, int, int] = spec, exact: bool = exact) -> dict[str, Any]:
-                    return {
-                        "name": "q",
-                        "vector": xq[i].tolist(),
-                        "group_by": spec[0],
-                        "group_size": spec[1],
-                        "groups": spec[2],
-                        "exact": exact,
-                    }
+            def payload(i: int, spec: tuple[str, int, int] = spec) -> dict[str, Any]:
+                return {
+                    "name": "q",
+                    "vector": xq[i].tolist(),
+                    "group_by": spec[0],
+                    "group_size": spec[1],
+                    "groups": spec[2],
+                }
 
-                modes.append((label, "/infer", payload, spec))
-    modes.append(("/similar k=10 ip", "/similar", lambda i: {"id": ids[i], "k": 10}, None))
-    modes.append(("/similar k=10 cosine", "/similar", lambda i: {"id": ids[i], "k": 10, "metric": "cosine"}, None))
-    modes.append(("/similar k=10 ip exact", "/similar", lambda i: {"id": ids[i], "k": 10, "exact": True}, None))
+            modes.append((label, "/infer", payload, spec))
+    if not ann:
+        modes.append(("/similar k=10 ip", "/similar", lambda i: {"id": ids[i], "k": 10}, None))
+        modes.append(("/similar k=10 cosine", "/similar", lambda i: {"id": ids[i], "k": 10, "metric": "cosine"}, None))
+        modes.append(("/similar k=10 ip exact", "/similar", lambda i: {"id": ids[i], "k": 10, "exact": True}, None))
     out = []
     for label, path, make, spec in modes:
 
@@ -278,14 +278,14 @@ def http_modes(post: Post, reader: Any, xq: F32, truth: Truth, count: int) -> li
 
 
 @contextlib.contextmanager
-def running_server(root: Path) -> Iterator[Post]:
+def running_server(root: Path, extra_env: dict[str, str]) -> Iterator[Post]:
     """recsys-serve with one worker on a free loopback port; stopped (by its pid) on exit."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
     script = Path(sys.executable).with_name("recsys-serve")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "api"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **extra_env}
     process = subprocess.Popen(
         [*command, "--index-root", str(root), "--port", str(port), "--workers", "1", "--log-level", "warning"], env=env
     )
@@ -325,6 +325,15 @@ def running_server(root: Path) -> Iterator[Post]:
             process.wait()
 
 
+def _poster(client: Any) -> Post:
+    def post(path: str, body: dict[str, Any]) -> Any:
+        response = client.post(path, json=body)
+        assert response.status_code == 200, response.text[:300]
+        return response.json()
+
+    return post
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from starlette.testclient import TestClient
 
@@ -344,18 +353,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print("design variants (in process):", flush=True)
         variants = design_variants(loaded, settings, xq, truth, args.queries)
         print("single requests through the TestClient:", flush=True)
-
-        def post_testclient(path: str, body: dict[str, Any]) -> Any:
-            response = client.post(path, json=body)
-            assert response.status_code == 200, response.text[:300]
-            return response.json()
-
-        in_testclient = http_modes(post_testclient, reader, xq, truth, args.queries)
+        in_testclient = http_modes(_poster(client), reader, xq, truth, args.queries, ann=False)
+        forced = Settings(index_root=args.index_root, max_k=100, group_exact_budget=0)
+        with TestClient(create_app(forced)) as ann_client:
+            in_testclient += http_modes(_poster(ann_client), reader, xq, truth, args.queries, ann=True)
         served: list[dict[str, Any]] = []
         if args.server:
             print("single requests to recsys-serve (1 worker) over keep-alive HTTP:", flush=True)
-            with running_server(args.index_root) as post_server:
-                served = http_modes(post_server, reader, xq, truth, args.queries)
+            with running_server(args.index_root, {}) as post_server:
+                served = http_modes(post_server, reader, xq, truth, args.queries, ann=False)
+            with running_server(args.index_root, {"RECSYS_GROUP_EXACT_BUDGET": "0"}) as post_server:
+                served += http_modes(post_server, reader, xq, truth, args.queries, ann=True)
         index = {
             "version": reader.manifest.version,
             "kind": reader.manifest.kind,
@@ -384,7 +392,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "best score equals the true one at that rank.",
             "Latency: one request at a time, warm; single_requests_testclient goes through starlette's TestClient "
             "(in process), single_requests_server through a real recsys-serve (1 worker, OMP_NUM_THREADS=1) over one "
-            "keep-alive connection (http.client).",
+            "keep-alive connection (http.client). '(ann path)' modes run with group_exact_budget 0, which forces the "
+            "approximate path that catalogues above the budget use.",
         ],
     }
 

@@ -7,9 +7,10 @@
 For each worker count it starts two servers on free loopback ports, each with that many uvicorn workers: the real
 service (`recsys-serve`) and the floor (`benchmarks/floor_app.py`, same uvicorn, a fixed answer of the same shape).
 It checks the service over HTTP first (ANN recall@k against exact truth, `exact: true` against the truth), then
-drives, at every concurrency, POST /infer on the floor, /infer (ANN, the index's tuned params) and /infer with
-`exact: true`; then POST /batch of several sizes (ANN and exact). Every point is one `wrk` run rotating over real
-query bodies (benchmarks/wrk/rotate.lua). Everything it started is stopped (process groups; also on Ctrl-C).
+drives, at every concurrency, POST /infer on the floor, /infer (ANN, the index's tuned params), optionally the
+service's own POST /_floor (--api-floor: its app and middleware without a search) and /infer with `exact: true`;
+then POST /batch of several sizes (ANN and exact). Every point is one `wrk` run rotating over real query bodies
+(benchmarks/wrk/rotate.lua). Everything it started is stopped (process groups; also on Ctrl-C).
 Writes http_<tag>.json and http_<tag>.png. Run real measurements under `flock /tmp/recsys-bench.lock`.
 """
 
@@ -122,9 +123,6 @@ class Server:
     @property
     def pid(self) -> int:
         return int(self.process.pid)
-
-    def url(self, path: str = "") -> str:
-        return f"http://{HOST}:{self.port}{path}"
 
     def log_tail(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):

@@ -16,12 +16,11 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from index_format.inner_products import inner_products, inner_products_of_rows
 from index_format.reader import IndexReader
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
-
-SCORE_BLOCK = 16384  # rows per matrix-vector product when scoring every row (bounds the gathered copy)
 
 
 class Unavailable(Exception):
@@ -76,39 +75,14 @@ class StoredVectors:
         if n == 0:
             return out
         vectors = self.reader.vectors
-        if vectors is not None and rows is not None:
-            return self._scores_by_id(q, rows)
         if vectors is not None:
-            for start in range(0, n, SCORE_BLOCK):
-                stop = min(start + SCORE_BLOCK, n)
-                out[start:stop] = (vectors[start:stop] if rows is None else vectors[rows[start:stop]]) @ q
-            return out
+            return inner_products(vectors, q) if rows is None else inner_products_of_rows(vectors, q, rows)
         # IVF: probing every list is exhaustive; k = every (allowed) row returns each score once.
         found = self.reader.search(np.ascontiguousarray(q[None, :], dtype=np.float32), n, exact=True, allowed=rows)
         got = found.rows[0] >= 0
         positions = found.rows[0][got] if rows is None else np.searchsorted(rows, found.rows[0][got])
         out.fill(-np.inf)
         out[positions] = found.scores[0][got]
-        return out
-
-    def _scores_by_id(self, q: F32, rows: I64) -> F32:
-        """faiss's by-id path (IndexFlat + IDSelectorArray): computes just these rows, in place, without the copy
-        a numpy gather of scattered rows makes."""
-        base = self.reader.base
-        if isinstance(base, faiss.IndexHNSW):
-            flat = faiss.downcast_index(base.storage)
-        elif isinstance(base, faiss.IndexRefine):
-            flat = faiss.downcast_index(base.refine_index)
-        else:
-            flat = base
-        keep_alive = np.ascontiguousarray(rows, dtype=np.int64)
-        selector = faiss.IDSelectorArray(keep_alive.size, faiss.swig_ptr(keep_alive))
-        xq = np.ascontiguousarray(q[None, :], dtype=np.float32)
-        scores, found = flat.search(xq, keep_alive.size, params=faiss.SearchParameters(sel=selector))
-        out = np.full(keep_alive.size, -np.inf, dtype=np.float32)
-        got = found[0] >= 0
-        out[np.searchsorted(keep_alive, found[0][got])] = scores[0][got]
-        del keep_alive
         return out
 
     def _locations(self) -> tuple[I64, I64]:

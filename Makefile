@@ -41,12 +41,26 @@ demo-index: $(INDEX_ROOT)/current
 serve: $(INDEX_ROOT)/current
 	OMP_NUM_THREADS=1 $(BIN)/recsys-serve --index-root $(INDEX_ROOT) --port $(PORT) --workers $(WORKERS)
 
+DATA_DIR    ?= ../shared/data
+GLOVE_ITEMS ?= /tmp/glove/items.npy
+BENCH_LOCK  ?= /tmp/recsys-bench.lock
+
 bench: install
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
-	$(BIN)/python -m benchmarks.ann --out benchmarks/results
+	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.ann --dataset gowalla_als --data-dir $(DATA_DIR) --out benchmarks/results
+	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.ann --dataset instacart_products --data-dir $(DATA_DIR) --out benchmarks/results
+	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.ann --dataset glove6b50 --data-dir $(DATA_DIR) --glove-items $(GLOVE_ITEMS) --ref-builds 16:100,32:400 --budget 1.0 --out benchmarks/results
+	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.ann --dataset synthetic --n 200000 --d 64 --out benchmarks/results
+	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.ann --dataset synthetic --n 40981 --d 64 --refs "" --out benchmarks/results
+	$(BIN)/python -m benchmarks.plots compare benchmarks/results/ann_gowalla_als.json benchmarks/results/ann_synthetic_40981x64.json --out benchmarks/results/synthetic_vs_gowalla.png
+	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.scale --sizes 100000,300000,1000000 --dims 64,128 --out benchmarks/results
+	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.scale --sizes 3000000 --dims 64,128 --auto-kinds pruned,flat,hnsw,ivf --out benchmarks/results
+	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.http_load --dataset gowalla_als --data-dir $(DATA_DIR) --workers 2 --concurrency 16,64 --duration 10 --out benchmarks/results
+	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.build_report --data-dir $(DATA_DIR) --glove-items $(GLOVE_ITEMS) --synthetic 1000000x128 --out benchmarks/results
 
 bench-smoke: install
-	$(BIN)/pytest tests/test_benchmarks_smoke.py
+	$(BIN)/pip install --quiet -e '.[dev,bench]'   # without hnswlib/usearch the smoke test skips the references
+	OMP_NUM_THREADS=1 $(BIN)/pytest tests/test_benchmarks_smoke.py tests/test_http_bench_smoke.py
 
 clean:
 	rm -rf indexes build .pytest_cache .mypy_cache .ruff_cache

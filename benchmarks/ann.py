@@ -112,7 +112,7 @@ def load_dataset(args: argparse.Namespace) -> Dataset:
             {
                 "source": str(folder),
                 "items": str(items_path),
-                "queries": "queries.npy",
+                "query_file": "queries.npy",
                 "builder_tuning": "sampled items",
             },
         )
@@ -398,7 +398,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "d": int(dataset.items.shape[1]),
             "queries": int(dataset.queries.shape[0]),
             "item_norms": synthetic.norm_spread(dataset.items),
-            **dataset.description,
+            **{key: value for key, value in dataset.description.items() if key not in ("name", "n", "d", "queries")},
         },
         "machine": machine,
         "settings": {

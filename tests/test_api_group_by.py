@@ -28,6 +28,10 @@ from feature_catalogue import (
 from openapi_spec_validator import validate
 from starlette.testclient import TestClient
 
+import api.grouping
+from api.schemas import SearchRequest
+from api.service import SearchPolicy
+from api.settings import Settings
 from index_format import layout
 
 ClientFactory = Callable[..., TestClient]
@@ -99,11 +103,6 @@ def test_approximate_path_groups_are_exact_and_recall_meets_the_stated_bound(
     top-n of its category, and the share of the true best categories found is at least the index's recall@k − 0.03.
     With the default 4 × groups candidates this catalogue's 40 categories mostly fall back to the full scan, so the
     candidate scan itself is also run with 2 × groups (called directly)."""
-    import api.grouping
-    from api.schemas import SearchRequest
-    from api.service import SearchPolicy
-    from api.settings import Settings
-
     paths: list[bool] = []
     original = api.grouping._candidate_rows
 
@@ -141,6 +140,20 @@ def test_approximate_path_groups_are_exact_and_recall_meets_the_stated_bound(
     assert len(paths) == 100
     if candidate_factor is not None:
         assert sum(paths) >= 20  # the candidate scan answered (the others fell back to the full scan)
+
+
+def test_approximate_path_never_returns_fewer_groups_than_exist(
+    hnsw_ann: TestClient, catalogue: FeatureCatalogue
+) -> None:
+    """An over-fetch of one hit names one category: the answer must still hold `groups` categories (full scan)."""
+    loaded = hnsw_ann.app.state.holder.current  # type: ignore[attr-defined]
+    tuning = api.grouping.GroupTuning(exact_budget=0, fetch_per_item=0, min_fetch=1)
+    policy = SearchPolicy.of(Settings(), loaded)
+    for i, q in enumerate(catalogue.queries[100:110]):
+        request = SearchRequest(f"u{i}", q, 10, False, None, (), ())
+        got = api.grouping.grouped_body(loaded, request, api.grouping.GroupSpec("category", 2, 5), policy, tuning)
+        truth = grouped_truth(catalogue, q, "category", 2, 5)
+        assert_groups_equal(catalogue, q, got["groups"], truth, "category", 2)
 
 
 def test_ties_within_a_group_and_between_categories(pruned: TestClient, catalogue: FeatureCatalogue) -> None:

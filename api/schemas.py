@@ -117,7 +117,7 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-def _valid_text(text: str) -> bool:
+def valid_text(text: str) -> bool:
     """False for strings holding lone surrogates (possible only through the stdlib fallback parser)."""
     try:
         text.encode("utf-8")
@@ -134,7 +134,7 @@ def _name(raw: dict[str, Any], loc: list[str | int], problems: list[Problem]) ->
     if not isinstance(name, str):
         problems.append(problem([*loc, "name"], f"expected a string, got {_kind(name)}", "type_error"))
         return None
-    if not _valid_text(name):
+    if not valid_text(name):
         problems.append(problem([*loc, "name"], "not valid Unicode text (lone surrogate)", "value_error"))
         return None
     return name
@@ -256,7 +256,7 @@ def _exclude(raw: Any, loc: list[str | int], rules: RequestRules, problems: list
             if not isinstance(value, str):
                 message = f"expected a string id (this index has string ids), got {_kind(value)}"
                 problems.append(problem([*loc, position], message, "type_error"))
-            elif not _valid_text(value):
+            elif not valid_text(value):
                 problems.append(problem([*loc, position], "not valid Unicode text (lone surrogate)", "value_error"))
         elif isinstance(value, bool) or not isinstance(value, int):
             message = f"expected an integer id (this index has integer ids), got {_kind(value)}"

@@ -12,6 +12,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 LOG_FORMATS = ("text", "json")
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 
 class SettingsError(ValueError):
@@ -120,24 +121,19 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
 
 
 def _int_in(low: int, high: int) -> Callable[[str, str], int]:
-    def cast(key: str, raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise SettingsError(f"{key}={raw!r}: expected an integer") from None
-        if not low <= value <= high:
-            raise SettingsError(f"{key}={value}: must be between {low} and {high}")
-        return value
-
-    return cast
+    return _number_in(int, "an integer", low, high)
 
 
 def _float_in(low: float, high: float) -> Callable[[str, str], float]:
-    def cast(key: str, raw: str) -> float:
+    return _number_in(float, "a number", low, high)
+
+
+def _number_in(kind: Callable[[str], N], what: str, low: N, high: N) -> Callable[[str, str], N]:
+    def cast(key: str, raw: str) -> N:
         try:
-            value = float(raw)
+            value = kind(raw)
         except ValueError:
-            raise SettingsError(f"{key}={raw!r}: expected a number") from None
+            raise SettingsError(f"{key}={raw!r}: expected {what}") from None
         if not low <= value <= high:
             raise SettingsError(f"{key}={value}: must be between {low} and {high}")
         return value

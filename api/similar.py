@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from api.errors import ApiError, Problem, problem
 from api.index_state import LoadedIndex
-from api.schemas import RequestRules, SearchRequest, parse_batch, parse_infer
+from api.schemas import RequestRules, SearchRequest, parse_batch, parse_infer, valid_text
 from api.service import Recommendation, SearchPolicy, recommend
 from index_format.reader import IndexReader
 from index_format.stored import StoredVectors, Unavailable
@@ -118,7 +118,7 @@ def _id_and_metric(
     elif rules.id_type == "int" and (isinstance(product, bool) or not isinstance(product, int)):
         message = "expected an integer id (this index has integer ids)"
         problems.append(problem([*loc, "id"], message, "type_error"))
-    elif isinstance(product, str) and not _valid_text(product):
+    elif isinstance(product, str) and not valid_text(product):
         problems.append(problem([*loc, "id"], "not valid Unicode text (lone surrogate)", "value_error"))
     metric = raw.get("metric", "ip")
     if metric not in METRICS:
@@ -126,14 +126,6 @@ def _id_and_metric(
     if len(problems) > before or not isinstance(product, int | str) or not isinstance(metric, str):
         return None
     return product, metric
-
-
-def _valid_text(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 # ---- search ----------------------------------------------------------------------------------------------------

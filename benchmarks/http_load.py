@@ -569,6 +569,8 @@ def prepare(args: argparse.Namespace) -> Served:
     n, d = args.synthetic[0], args.synthetic[-1]
     dataset = load_dataset(args.dataset, args.data_dir, args.k, args.check_queries, (n, d), seed=0)
     name = args.dataset if args.dataset != "synthetic" else f"synthetic-{n}x{d}"
+    if args.kind != "auto" and args.dataset == "synthetic":
+        name += f"-{args.kind}"
     root = args.build_root or REPO / "indexes" / "bench" / name
     options = BuildOptions(kind=args.kind, k=args.k, target_recall=args.target_recall)
     build_or_reuse(dataset, root, options, args.rebuild)
@@ -820,8 +822,8 @@ def _ints(text: str) -> list[int]:
     return values
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.http_load", description=__doc__.split("\n\n")[0])
+def add_index_source_arguments(p: argparse.ArgumentParser, synthetic_default: list[int]) -> None:
+    """The options that say which index to serve: shared by http_load, memory and soak (see `prepare`)."""
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--index-root", type=Path, help="serve this existing index root (ROOT/current)")
     source.add_argument("--dataset", choices=DATASETS, help="build (or reuse) an index of this dataset")
@@ -830,7 +832,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", default="auto", help="index kind to build with --dataset (default auto)")
     p.add_argument("--target-recall", type=float, default=0.95)
     p.add_argument("--rebuild", action="store_true", help="build even if the build root holds a matching index")
-    p.add_argument("--synthetic", type=_ints, default=[100_000, 64], help="N,D for --dataset synthetic")
+    p.add_argument("--synthetic", type=_ints, default=synthetic_default, help="N,D for --dataset synthetic")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.http_load", description=__doc__.split("\n\n")[0])
+    add_index_source_arguments(p, synthetic_default=[100_000, 64])
     p.add_argument("--workers", type=_ints, default=[2], help="uvicorn worker counts to measure, e.g. 1,2,4")
     p.add_argument("--concurrency", type=_ints, default=[16, 64], help="wrk connections for /infer points")
     p.add_argument(

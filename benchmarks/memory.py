@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import http_load
-from index_builder.build import BuildOptions
 from index_format import layout
 
 LOG = logging.getLogger("benchmarks.memory")
@@ -174,14 +173,8 @@ def _ints(text: str) -> list[int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n\n")[0])
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--index-root", type=Path)
-    source.add_argument("--dataset", choices=http_load.DATASETS)
-    p.add_argument("--data-dir", type=Path)
-    p.add_argument("--synthetic", type=_ints, default=[1_000_000, 64], help="N,D for --dataset synthetic")
-    p.add_argument("--kind", default="auto", help="kind to build with --dataset (pruned: a flat file, exact)")
-    p.add_argument("--build-root", type=Path)
-    p.add_argument("--rebuild", action="store_true")
+    http_load.add_index_source_arguments(p, synthetic_default=[1_000_000, 64])
+    p.set_defaults(k=10, check_queries=0)
     p.add_argument("--workers", type=_ints, default=[1, 4])
     p.add_argument("--launcher", choices=("recsys-serve", "nodelay"), default="recsys-serve")
     p.add_argument("--load-seconds", type=float, default=3.0, help="wrk load per body set before the 2nd sample")
@@ -193,17 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with http_load.sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="memory-") as tmp_name:
         tmp = Path(tmp_name)
-        if args.index_root is not None:
-            index_root = args.index_root
-            queries, _, _ = http_load.checks_from_index(index_root, 10, 0)
-            tag = args.tag or index_root.name
-        else:
-            n, d = args.synthetic[0], args.synthetic[-1]
-            dataset = http_load.load_dataset(args.dataset, args.data_dir, 10, 0, (n, d), seed=0)
-            tag = args.tag or (args.dataset if args.dataset != "synthetic" else f"synthetic-{n}x{d}-{args.kind}")
-            index_root = args.build_root or http_load.REPO / "indexes" / "bench" / tag
-            http_load.build_or_reuse(dataset, index_root, BuildOptions(kind=args.kind), args.rebuild)
-            queries = dataset.load_queries
+        served = http_load.prepare(args)
+        index_root, queries, tag = served.index_root, served.queries, served.tag
         bodies = {
             "ann": http_load.write_bodies(tmp / "ann.jsonl", queries, 10, exact=False),
             "exact": http_load.write_bodies(tmp / "exact.jsonl", queries, 10, exact=True),

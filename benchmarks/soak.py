@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from benchmarks import http_load, memory
-from index_builder.build import BuildOptions
 from index_format import layout
 
 LOG = logging.getLogger("benchmarks.soak")
@@ -137,11 +136,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split("\n\n")[0])
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--index-root", type=Path)
-    source.add_argument("--dataset", choices=http_load.DATASETS)
-    p.add_argument("--data-dir", type=Path)
-    p.add_argument("--synthetic", type=lambda text: [int(v) for v in text.split(",")], default=[100_000, 64])
+    http_load.add_index_source_arguments(p, synthetic_default=[100_000, 64])
+    p.set_defaults(k=10, check_queries=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--minutes", type=float, default=10.0)
@@ -154,17 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with http_load.sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="soak-") as tmp_name:
         tmp = Path(tmp_name)
-        if args.index_root is not None:
-            index_root = args.index_root
-            queries, _, _ = http_load.checks_from_index(index_root, 10, 0)
-            tag = args.tag or index_root.name
-        else:
-            n, d = args.synthetic[0], args.synthetic[-1]
-            dataset = http_load.load_dataset(args.dataset, args.data_dir, 10, 0, (n, d), seed=0)
-            tag = args.tag or (args.dataset if args.dataset != "synthetic" else f"synthetic-{n}x{d}")
-            index_root = http_load.REPO / "indexes" / "bench" / tag
-            http_load.build_or_reuse(dataset, index_root, BuildOptions(), rebuild=False)
-            queries = dataset.load_queries
+        served = http_load.prepare(args)
+        index_root, queries, tag = served.index_root, served.queries, served.tag
         bodies = http_load.write_bodies(tmp / "bodies.jsonl", queries, 10, exact=False)
         outcome = soak(
             index_root, bodies, args.workers, args.concurrency, args.minutes * 60, args.interval, args.launcher, tmp

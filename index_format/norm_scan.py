@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from index_format.inner_products import inner_products, inner_products_of_rows
+
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
@@ -48,7 +50,9 @@ def norm_scan_one(
     block: int = DEFAULT_BLOCK,
 ) -> tuple[F32, I64]:
     """Single-query scan with little Python overhead: after the first block, only rows scoring at least the
-    current k-th best are kept as candidates. Returns up to k (scores, rows), best first."""
+    current k-th best are kept as candidates. Scores come from faiss's kernel, which reads the (unaligned) mapped
+    rows in place; numpy would skip BLAS on them and gather filtered rows into a copy.
+    Returns up to k (scores, rows), best first."""
     n = vectors.shape[0] if rows is None else rows.shape[0]
     q_norm = float(np.linalg.norm(q)) * _BOUND_SLACK
     cand_s = np.empty(0, dtype=np.float32)
@@ -60,8 +64,10 @@ def norm_scan_one(
         if cand_s.size >= k and q_norm * top_norm < kth:
             break
         stop = min(start + block, n)
-        block_vectors = vectors[start:stop] if rows is None else vectors[rows[start:stop]]
-        scores = block_vectors @ q
+        if rows is None:
+            scores = inner_products(vectors, q, start, stop)
+        else:
+            scores = inner_products_of_rows(vectors, q, rows[start:stop])
         keep = np.flatnonzero(scores >= kth)
         if keep.size:
             found = keep + start if rows is None else rows[start:stop][keep]

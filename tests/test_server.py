@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,23 +15,12 @@ import httpx
 import numpy as np
 import pytest
 from api_helpers import Catalogue, assert_exact, recall, request_body
+from ops_helpers import free_port, serve_command
 
 from index_format import layout
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def serve_command() -> list[str]:
-    """The installed console script, or the same entry point through `python -m api` when not installed."""
-    script = Path(sys.executable).with_name("recsys-serve")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "api"]
 
 
 def children_of(pid: int) -> list[int]:

@@ -1,4 +1,5 @@
-"""Outermost request bookkeeping: request id (X-Request-ID in and out), request metrics and the access log.
+"""Outermost request bookkeeping: request id (X-Request-ID in and out), X-Index-Version on every response, request
+metrics and the access log.
 
 A client's X-Request-ID is kept when it is 1–128 characters of ``[A-Za-z0-9._:-]``, else replaced by a new random
 id; either way the response carries it and every log record of the request has it (api/logging_setup.py). The
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.index_state import IndexHolder
 from api.logging_setup import REQUEST_ID
 from api.metrics import Metrics
 
@@ -34,11 +36,15 @@ def request_id_of(scope: Scope) -> str:
 
 
 class AccessMiddleware:
-    """Parameters: routes — the app's routes (for endpoint labels); access_log — log one line per request."""
+    """Parameters: routes — the app's routes (for endpoint labels); holder — names the served version on responses
+    whose endpoint did not name the version it used; access_log — log one line per request."""
 
-    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute], metrics: Metrics, access_log: bool) -> None:
+    def __init__(
+        self, app: ASGIApp, routes: Sequence[BaseRoute], holder: IndexHolder, metrics: Metrics, access_log: bool
+    ) -> None:
         self.app = app
         self.routes = routes
+        self.holder = holder
         self.metrics = metrics
         self.access_log = access_log
         self.endpoints: dict[str, str] = {}
@@ -72,9 +78,11 @@ class AccessMiddleware:
             if message["type"] == "http.response.start":
                 outcome["status"] = message["status"]
                 headers = list(message.get("headers", []))
-                for name, value in headers:
-                    if name == VERSION_HEADER:
-                        outcome["version"] = value.decode("latin-1")
+                named = next((value for name, value in headers if name == VERSION_HEADER), None)
+                if named is not None:
+                    outcome["version"] = named.decode("latin-1")
+                elif (loaded := self.holder.current) is not None:
+                    headers.append((VERSION_HEADER, loaded.version.encode("latin-1")))
                 headers.append((REQUEST_ID_HEADER, request_id.encode("ascii")))
                 message = {**message, "headers": headers}
             elif message["type"] == "http.response.body" and not message.get("more_body", False):

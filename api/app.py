@@ -9,11 +9,9 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware import Middleware
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.endpoints import VERSION_HEADER, Endpoints
+from api.endpoints import Endpoints
 from api.errors import EXCEPTION_HANDLERS
 from api.feature_endpoints import SimilarEndpoints
 from api.index_state import IndexHolder, load_index
@@ -23,31 +21,6 @@ from api.settings import Settings, unknown_variables
 from index_format.layout import FormatError
 
 LOG = logging.getLogger(__name__)
-
-
-class IndexVersionHeader:
-    """Adds X-Index-Version (the served version) to responses that do not already name the version they used."""
-
-    def __init__(self, app: ASGIApp, holder: IndexHolder) -> None:
-        self.app = app
-        self.holder = holder
-        self.header = VERSION_HEADER.lower().encode("latin-1")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_version(message: Message) -> None:
-            loaded = self.holder.current
-            if message["type"] == "http.response.start" and loaded is not None:
-                headers = list(message.get("headers", []))
-                if not any(name == self.header for name, _ in headers):
-                    headers.append((self.header, loaded.version.encode("latin-1")))
-                    message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_version)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -90,7 +63,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes.extend(ops.routes())
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(IndexVersionHeader, holder=holder), *ops.middleware(routes)],
+        middleware=ops.middleware(routes),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -103,32 +104,35 @@ class Metrics:
             "recsys_in_flight_requests", "Requests in progress", multiprocess_mode="livesum", registry=r
         )
         self._served_version: str | None = None
-        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
 
     # ---- recording -----------------------------------------------------------------------------------------
 
+    def _labelled(self, metric: Any, *values: str) -> Any:
+        """metric.labels(*values), kept: labels() costs a few µs per call and every label value here is bounded."""
+        key = (metric._name, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def request_done(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        key = (endpoint, method, status)
-        children = self._request_children.get(key)
-        if children is None:  # labels() costs a few µs per call: keep the children (bounded label values)
-            children = (self.requests.labels(endpoint, method, str(status)), self.latency.labels(endpoint))
-            self._request_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self._labelled(self.requests, endpoint, method, str(status)).inc()
+        self._labelled(self.latency, endpoint).observe(seconds)
         self.worker_requests.inc()
 
     def searched(self, endpoint: str, loaded: LoadedIndex, requests: Sequence[SearchRequest], seconds: float) -> None:
         """One /infer or /batch search: its time, its batch size (for /batch) and each query's kind."""
-        self.search_seconds.labels(endpoint).observe(seconds)
+        self._labelled(self.search_seconds, endpoint).observe(seconds)
         if endpoint == "/batch":
             self.batch_size.observe(len(requests))
         exact_index = loaded.reader.family == "flat"
-        kinds = {"ann": 0, "exact": 0, "filtered": 0}
+        kinds: dict[str, int] = {}
         for request in requests:
-            kinds["exact" if request.exact or exact_index else "filtered" if request.filter is not None else "ann"] += 1
+            kind = "exact" if request.exact or exact_index else "filtered" if request.filter is not None else "ann"
+            kinds[kind] = kinds.get(kind, 0) + 1
         for kind, count in kinds.items():
-            if count:
-                self.queries.labels(kind).inc(count)
+            self._labelled(self.queries, kind).inc(count)
 
     def serving(self, loaded: LoadedIndex) -> None:
         """The worker now serves `loaded` (at start-up and after each swap)."""

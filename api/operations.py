@@ -1,7 +1,8 @@
 """Wiring of the operational features into the app: metrics, API keys, overload limits, access log, hot swap.
 
 `create_app` makes one `Operations`, adds its middleware and routes, and calls `started` / `stopping` from the
-lifespan. Middleware order, outermost first: access (request id, metrics, access log) → API keys → limits.
+lifespan. Middleware order, outermost first: access (request id, index version header, metrics, access log) → API
+keys (when configured) → limits.
 """
 
 from __future__ import annotations
@@ -45,10 +46,15 @@ class Operations:
         ]
 
     def middleware(self, routes: Sequence[BaseRoute]) -> list[Middleware]:
+        """Each layer costs every request a few µs: API-key checks are only added when keys are configured."""
         s = self.settings
+        access = Middleware(
+            AccessMiddleware, routes=routes, holder=self.holder, metrics=self.metrics, access_log=s.access_log
+        )
+        auth = [Middleware(AuthMiddleware, users=self.users, admins=self.admins, metrics=self.metrics)]
         return [
-            Middleware(AccessMiddleware, routes=routes, metrics=self.metrics, access_log=s.access_log),
-            Middleware(AuthMiddleware, users=self.users, admins=self.admins, metrics=self.metrics),
+            access,
+            *(auth if self.users.configured or self.admins.configured else []),
             Middleware(
                 LimitsMiddleware,
                 max_concurrency=s.max_concurrency,

@@ -34,6 +34,7 @@ Recommendation = dict[str, Any]  # {"id": str | int, "score": np.float32 (orjson
 
 # Parameters that buy recall in proportion to the work done; raised for selective filters.
 EFFORT_PARAMS = ("efSearch", "nprobe")
+NO_ROWS: I64 = np.empty(0, dtype=np.int64)
 
 
 # Scanned rows × dim under which an exact search runs on the event loop rather than in the thread pool. Measured with
@@ -58,6 +59,8 @@ class SearchPolicy:
 
 def recommend(loaded: LoadedIndex, requests: list[SearchRequest], policy: SearchPolicy) -> list[list[Recommendation]]:
     """Recommendations for each request, in request order."""
+    if len(requests) == 1:
+        return _search_group(loaded, requests, policy)
     groups: dict[Any, list[int]] = {}
     for position, request in enumerate(requests):
         groups.setdefault(request.group_key, []).append(position)
@@ -93,7 +96,7 @@ def _search_group(
     k_search = min(first.k + max(rows.size for rows in excluded), available)
     if k_search == 0:
         return [[] for _ in requests]
-    xq: F32 = np.ascontiguousarray(np.stack([request.vector for request in requests]))
+    xq: F32 = first.vector[None] if len(requests) == 1 else np.stack([request.vector for request in requests])
     found = _search(reader, xq, k_search, first, allowed, policy)
     answers = []
     for i, request in enumerate(requests):
@@ -101,15 +104,16 @@ def _search_group(
         keep = rows >= 0
         if excluded[i].size:
             keep &= ~np.isin(rows, excluded[i])
-        rows, scores = rows[keep][: request.k], scores[keep][: request.k]
-        ids = reader.external_ids(rows)
-        answers.append([{"id": id_, "score": score} for id_, score in zip(ids, scores, strict=True)])
+        if not keep.all():
+            rows, scores = rows[keep], scores[keep]
+        ids = reader.external_ids(rows[: request.k])
+        answers.append([{"id": id_, "score": score} for id_, score in zip(ids, scores[: request.k], strict=False)])
     return answers
 
 
 def _rows_of(reader: IndexReader, ids: tuple[int | str, ...]) -> I64:
     if not ids:
-        return np.empty(0, dtype=np.int64)
+        return NO_ROWS
     rows = reader.rows_of_ids(list(ids))
     return np.unique(rows[rows >= 0])
 
@@ -121,9 +125,9 @@ def _search(
         return reader.search(xq, k, exact=True, allowed=allowed)
     if allowed is not None and policy.filter_is_exact(allowed.size, reader.count, reader.dim):
         return reader.search(xq, k, exact=True, allowed=allowed)
-    params = reader.default_params()
-    if allowed is not None:
-        params = raised_effort(params, allowed.size / reader.count, policy.param_limits)
+    if allowed is None:
+        return reader.search(xq, k, params=dict(request.params) if request.params else None)
+    params = raised_effort(reader.default_params(), allowed.size / reader.count, policy.param_limits)
     params.update(request.params)
     return reader.search(xq, k, params=params, allowed=allowed)
 

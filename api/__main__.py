@@ -23,7 +23,7 @@ from uvicorn.config import LOGGING_CONFIG, STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from api.logging_setup import with_format
-from api.settings import LOG_LEVELS, Settings, SettingsError
+from api.settings import HTTP_IMPLEMENTATIONS, LOG_LEVELS, LOOP_IMPLEMENTATIONS, Settings, SettingsError
 from api.tcp_config import TcpConfig
 from index_format.layout import FormatError
 
@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="port (RECSYS_PORT, default 5000)")
     parser.add_argument("--workers", type=int, help="worker processes sharing the mapped index (RECSYS_WORKERS)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, help="(RECSYS_LOG_LEVEL, default info)")
+    parser.add_argument(
+        "--http", choices=HTTP_IMPLEMENTATIONS, help="uvicorn's HTTP parser (RECSYS_HTTP, default auto)"
+    )
+    parser.add_argument("--loop", choices=LOOP_IMPLEMENTATIONS, help="uvicorn's event loop (RECSYS_LOOP, default auto)")
     access = parser.add_mutually_exclusive_group()
     access.add_argument("--access-log", dest="access_log", action="store_true", default=None, help="log requests")
     access.add_argument("--no-access-log", dest="access_log", action="store_false", help="(default)")
@@ -56,7 +60,7 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
     settings = Settings.from_env(environ)
     overrides = {
         name: getattr(args, name)
-        for name in ("index_root", "host", "port", "workers", "log_level", "access_log", "bench_floor")
+        for name in ("index_root", "host", "port", "workers", "log_level", "http", "loop", "access_log", "bench_floor")
         if getattr(args, name) is not None
     }
     settings = replace(settings, **overrides)
@@ -75,6 +79,8 @@ def run_server(settings: Settings, log_level: str) -> bool:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        http=settings.http,
+        loop=settings.loop,
         log_level=settings.log_level,
         log_config=with_format(log_config(log_level), settings.log_format),
         access_log=False,  # api/access.py logs each request (with its request id) when settings.access_log is on
@@ -126,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     from api.auth import key_sets
-    from api.index_state import check_index  # imports faiss and numpy: only now that their thread counts are set
+    from api.preflight import check_index_isolated
 
     logging.config.dictConfig(log_config("info"))
     try:
@@ -138,7 +144,7 @@ def serve(args: argparse.Namespace) -> int:
     level = "debug" if settings.log_level == "trace" else settings.log_level
     logging.config.dictConfig(with_format(log_config(level), settings.log_format))
     try:
-        summary = check_index(settings.index_root, settings.verify_checksums)
+        summary = check_index_isolated(settings.index_root, settings.verify_checksums)
     except FormatError as exc:
         LOG.error("recsys-serve: cannot serve the index under %s: %s", settings.index_root, exc)
         return 1

@@ -16,13 +16,16 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import json_response
-from api.metrics import Metrics
 from api.settings import Settings, SettingsError
+
+if TYPE_CHECKING:  # the supervisor imports this module to check key files: not prometheus, faiss or numpy
+    from api.metrics import Metrics
 
 LOG = logging.getLogger(__name__)
 

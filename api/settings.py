@@ -10,6 +10,10 @@ from typing import TypeVar
 PREFIX = "RECSYS_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 LOG_FORMATS = ("text", "json")
+# uvicorn's implementations; "auto" takes httptools and uvloop (dependencies of this package): measured 3-4x the
+# requests per second of h11 + asyncio for the fixed-answer floor (benchmarks/README_http.md).
+HTTP_IMPLEMENTATIONS = ("auto", "httptools", "h11")
+LOOP_IMPLEMENTATIONS = ("auto", "uvloop", "asyncio")
 
 T = TypeVar("T")
 N = TypeVar("N", int, float)
@@ -29,6 +33,8 @@ class Settings:
     workers: int = 1
     log_level: str = "info"
     access_log: bool = False
+    http: str = "auto"  # uvicorn's HTTP parser: auto (httptools), httptools or h11
+    loop: str = "auto"  # uvicorn's event loop: auto (uvloop), uvloop or asyncio
     max_k: int = 100
     max_batch: int = 1000
     max_body_bytes: int = 16 * 2**20
@@ -75,8 +81,10 @@ class Settings:
             host=get("host", lambda _, raw: raw, default.host),
             port=get("port", _int_in(0, 65535), default.port),
             workers=get("workers", _int_in(1, 256), default.workers),
-            log_level=get("log_level", _log_level, default.log_level),
+            log_level=get("log_level", _one_of(LOG_LEVELS), default.log_level),
             access_log=get("access_log", _bool, default.access_log),
+            http=get("http", _one_of(HTTP_IMPLEMENTATIONS), default.http),
+            loop=get("loop", _one_of(LOOP_IMPLEMENTATIONS), default.loop),
             max_k=get("max_k", _int_in(1, 100_000), default.max_k),
             max_batch=get("max_batch", _int_in(1, 1_000_000), default.max_batch),
             max_body_bytes=get("max_body_bytes", _int_in(1024, 2**31), default.max_body_bytes),
@@ -101,7 +109,7 @@ class Settings:
             api_keys_file=get("api_keys_file", lambda _, raw: raw, default.api_keys_file),
             admin_keys=get("admin_keys", lambda _, raw: raw, default.admin_keys),
             admin_keys_file=get("admin_keys_file", lambda _, raw: raw, default.admin_keys_file),
-            log_format=get("log_format", _log_format, default.log_format),
+            log_format=get("log_format", _one_of(LOG_FORMATS), default.log_format),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -150,13 +158,10 @@ def _bool(key: str, raw: str) -> bool:
     raise SettingsError(f"{key}={raw!r}: expected one of 1/0, true/false, yes/no, on/off")
 
 
-def _log_format(key: str, raw: str) -> str:
-    if raw.lower() not in LOG_FORMATS:
-        raise SettingsError(f"{key}={raw!r}: expected one of {', '.join(LOG_FORMATS)}")
-    return raw.lower()
+def _one_of(options: tuple[str, ...]) -> Callable[[str, str], str]:
+    def cast(key: str, raw: str) -> str:
+        if raw.lower() not in options:
+            raise SettingsError(f"{key}={raw!r}: expected one of {', '.join(options)}")
+        return raw.lower()
 
-
-def _log_level(key: str, raw: str) -> str:
-    if raw.lower() not in LOG_LEVELS:
-        raise SettingsError(f"{key}={raw!r}: expected one of {', '.join(LOG_LEVELS)}")
-    return raw.lower()
+    return cast

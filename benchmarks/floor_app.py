@@ -109,15 +109,30 @@ FLOOR_FACTORY = "benchmarks.floor_app:app_from_env"
 
 
 def serve(
-    host: str, port: int, workers: int, tcp_nodelay: bool = True, log_level: str = "info", factory: str = FLOOR_FACTORY
+    host: str,
+    port: int,
+    workers: int,
+    tcp_nodelay: bool = True,
+    log_level: str = "info",
+    factory: str = FLOOR_FACTORY,
+    http: str = "auto",
+    loop: str = "auto",
 ) -> None:
     """Run an app factory with uvicorn: one listening socket shared by `workers` processes (as `uvicorn --workers`),
-    with TCP_NODELAY set on it unless tcp_nodelay is False."""
+    with TCP_NODELAY set on it unless tcp_nodelay is False; http / loop: uvicorn's implementations."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
     config = uvicorn.Config(
-        factory, factory=True, host=host, port=port, workers=workers, access_log=False, log_level=log_level
+        factory,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_level=log_level,
+        http=http,  # type: ignore[arg-type]
+        loop=loop,  # type: ignore[arg-type]
     )
     sock = config.bind_socket()
     if tcp_nodelay:
@@ -138,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-parse", action="store_true", help="read the body without decoding it")
     parser.add_argument("--stock-uvicorn", action="store_true", help="leave TCP_NODELAY off (see the docstring)")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--http", choices=("auto", "httptools", "h11"), default="auto", help="uvicorn's HTTP parser")
+    parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto", help="uvicorn's event loop")
     parser.add_argument(
         "--factory",
         default=FLOOR_FACTORY,
@@ -147,7 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = FloorSettings(k=args.k, id_type=args.id_type, parse_json=not args.no_parse)
     os.environ.update(settings.to_env())  # the workers build their app from these
-    serve(args.host, args.port, args.workers, not args.stock_uvicorn, args.log_level, args.factory)
+    serve(
+        args.host, args.port, args.workers, not args.stock_uvicorn, args.log_level, args.factory, args.http, args.loop
+    )
     return 0
 
 

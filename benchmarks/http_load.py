@@ -857,6 +857,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--api-floor", action="store_true", help="also load the API's own POST /_floor")
     p.add_argument(
+        "--http", choices=("auto", "httptools", "h11"), default="auto", help="uvicorn's HTTP parser, both servers"
+    )
+    p.add_argument(
+        "--loop", choices=("auto", "uvloop", "asyncio"), default="auto", help="uvicorn's event loop, both servers"
+    )
+    p.add_argument(
         "--api-launcher",
         choices=("recsys-serve", "nodelay"),
         default="recsys-serve",
@@ -889,8 +895,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         k=args.k,
         n_check=args.check_queries,
         ready_timeout=args.ready_timeout,
-        server_args=args.server_arg,
-        floor_args=args.floor_arg,
+        server_args=[*args.server_arg, "--http", args.http, "--loop", args.loop],
+        floor_args=[*args.floor_arg, "--http", args.http, "--loop", args.loop],
         api_floor=args.api_floor,
         api_launcher=args.api_launcher,
     )

@@ -107,6 +107,8 @@ def test_settings_from_env() -> None:
         "RECSYS_LOG_LEVEL": "WARNING",
         "RECSYS_FILTER_EXACT_FRACTION": "0.25",
         "RECSYS_HOST": "",  # empty means default
+        "RECSYS_HTTP": "H11",
+        "RECSYS_LOOP": "asyncio",
         "OTHER": "ignored",
     }
     settings = Settings.from_env(env)
@@ -115,6 +117,7 @@ def test_settings_from_env() -> None:
     assert settings.access_log is True and settings.log_level == "warning"
     assert settings.filter_exact_fraction == 0.25
     assert settings.host == "127.0.0.1"
+    assert (settings.http, settings.loop) == ("h11", "asyncio")
     assert Settings.from_env(settings.to_env()) == settings
     assert Settings.from_env({}) == Settings()
 
@@ -127,6 +130,8 @@ def test_settings_from_env() -> None:
         ("RECSYS_MAX_K", "0", "between 1"),
         ("RECSYS_ACCESS_LOG", "maybe", "expected one of"),
         ("RECSYS_LOG_LEVEL", "loud", "expected one of"),
+        ("RECSYS_HTTP", "h2", "expected one of auto, httptools, h11"),
+        ("RECSYS_LOOP", "trio", "expected one of auto, uvloop, asyncio"),
         ("RECSYS_FILTER_EXACT_FRACTION", "2", "between 0.0 and 1.0"),
     ],
 )

@@ -90,6 +90,19 @@ def test_two_workers_serve_the_current_version(server: tuple[str, subprocess.Pop
     assert info["version"] == layout.resolve_current(hnsw_root).name
 
 
+def mapped_files(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_only_workers_load_faiss(server: tuple[str, subprocess.Popen[bytes]]) -> None:
+    """The supervisor checks the index in a child process (api/preflight.py), so it never holds faiss or numpy."""
+    base, process = server
+    workers = worker_pids(process.pid)
+    assert workers and all("_swigfaiss" in mapped_files(pid) for pid in workers)
+    supervisor = mapped_files(process.pid)
+    assert "_swigfaiss" not in supervisor and "numpy" not in supervisor
+
+
 def test_exact_over_http_equals_brute_force(
     server: tuple[str, subprocess.Popen[bytes]], str_catalogue: Catalogue
 ) -> None:
@@ -165,10 +178,11 @@ def test_sigterm_shuts_down_gracefully(hnsw_root: Path, tmp_path: Path) -> None:
 
 def test_python_dash_m_api_with_two_workers(hnsw_root: Path, tmp_path: Path) -> None:
     """`python -m api --workers 2` (no console script): the workers must unpickle the uvicorn config, so it cannot
-    be a class defined in api/__main__.py."""
+    be a class defined in api/__main__.py. Also runs the pure-Python stack (h11, asyncio) that --http/--loop pick."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "api", "--index-root", str(hnsw_root), "--port", str(port), "--workers", "2"]
+    where = ["--index-root", str(hnsw_root), "--port", str(port), "--workers", "2", "--http", "h11", "--loop", "asyncio"]
+    command = [sys.executable, "-m", "api", *where]
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
@@ -182,6 +196,9 @@ def test_python_dash_m_api_with_two_workers(hnsw_root: Path, tmp_path: Path) -> 
                 time.sleep(0.2)
         assert ready, log_path.read_text()[-3000:]
         assert len(worker_pids(process.pid)) == 2
+        query = {"name": "u", "vector": [0.1] * layout.read_manifest(layout.resolve_current(hnsw_root)).dim}
+        answer = httpx.post(f"http://127.0.0.1:{port}/infer", json=query, timeout=10.0)
+        assert answer.status_code == 200 and len(answer.json()["recommendations"]) == 10
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

@@ -181,8 +181,19 @@ def test_python_dash_m_api_with_two_workers(hnsw_root: Path, tmp_path: Path) -> 
     be a class defined in api/__main__.py. Also runs the pure-Python stack (h11, asyncio) that --http/--loop pick."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    where = ["--index-root", str(hnsw_root), "--port", str(port), "--workers", "2", "--http", "h11", "--loop", "asyncio"]
-    command = [sys.executable, "-m", "api", *where]
+    stack = ["--http", "h11", "--loop", "asyncio"]
+    command = [
+        sys.executable,
+        "-m",
+        "api",
+        "--index-root",
+        str(hnsw_root),
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+        *stack,
+    ]
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)

@@ -14,8 +14,9 @@ from catalogue import brute_force, catalogue, user_queries
 from index_builder import kinds
 from index_builder.build import BuildOptions, build
 from index_builder.embeddings import Embeddings
-from index_builder.tuning import tie_aware_recall
+from index_builder.tuning import bisect_effort, tie_aware_recall
 from index_format import layout
+from index_format.layout import SweepPoint
 from index_format.reader import IndexReader
 
 N, D, K = 6000, 16, 10
@@ -211,3 +212,19 @@ def test_ids_round_trip_and_lookup(built: dict[str, Path]) -> None:
     assert rows[2] == -1
     assert reader.external_ids(rows[[0, 1, 3]]) == ["p0", "p5999", "p17"]
     assert os.path.basename(str(reader.version_dir)) == reader.manifest.version
+
+
+def test_effort_is_bisected_between_ladder_points() -> None:
+    """Recall rising with nprobe, first reaching the target at 37: the ladder (32 misses, 48 reaches) is refined
+    by bisection to 40, then 36 (misses) and 38 (reaches)."""
+    calls = []
+
+    def measure(params: dict[str, int]) -> tuple[SweepPoint, bool]:
+        calls.append(params["nprobe"])
+        return SweepPoint(dict(params), 0.0, 0.0, 1.0), params["nprobe"] >= 37
+
+    ladder = [(SweepPoint({"nprobe": p}, 0.0, 0.0, 1.0), p >= 37) for p in (16, 24, 32, 48, 64)]
+    refined = bisect_effort(ladder, measure)
+    assert calls == [40, 36, 38]
+    assert [point.params["nprobe"] for point, reaches in refined if reaches] == [40, 38]
+    assert bisect_effort([(SweepPoint({"nprobe": 1}, 0.0, 0.0, 1.0), True)], measure) == []  # nothing below

@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     from api.auth import key_sets
-    from api.preflight import check_index_isolated
+    from api.preflight import check_index_here, check_index_isolated
 
     logging.config.dictConfig(log_config("info"))
     try:
@@ -143,8 +143,9 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     level = "debug" if settings.log_level == "trace" else settings.log_level
     logging.config.dictConfig(with_format(log_config(level), settings.log_format))
+    check = check_index_isolated if settings.workers > 1 else check_index_here
     try:
-        summary = check_index_isolated(settings.index_root, settings.verify_checksums)
+        summary = check(settings.index_root, settings.verify_checksums)
     except FormatError as exc:
         LOG.error("recsys-serve: cannot serve the index under %s: %s", settings.index_root, exc)
         return 1

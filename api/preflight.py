@@ -33,4 +33,3 @@ def check_index_here(root: Path, verify: bool) -> str:
     from api.index_state import check_index
 
     return check_index(root, verify)
-

@@ -104,3 +104,16 @@ def test_http_load_runs_end_to_end_and_stops_its_servers(tiny_index: Path, tmp_p
             os.kill(server["pid"], 0)
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", server["port"])) != 0
+
+
+def test_asgi_cost_measures_every_path(tiny_index: Path, tmp_path: Path) -> None:
+    """Run as a process of its own: it switches prometheus_client to multiprocess mode."""
+    queries = np.random.default_rng(3).standard_normal((50, 16)).astype(np.float32)
+    np.save(tmp_path / "q.npy", queries)
+    where = ["--index-root", str(tiny_index), "--queries", str(tmp_path / "q.npy"), "--out", str(tmp_path)]
+    command = [sys.executable, "-m", "benchmarks.asgi_cost", *where, "--requests", "30", "--repeats", "1"]
+    done = subprocess.run([*command, "--tag", "tiny"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "asgi_cost_tiny.json").read_text())
+    assert set(result["us_per_request"]) == {"floor_app", "service_floor", "infer_ann", "infer_exact"}
+    assert all(value > 0 for value in result["us_per_request"].values())

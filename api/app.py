@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     holder = IndexHolder()
     ops = Operations(settings, holder, os.environ.get(MULTIPROC_ENV))
     endpoints = Endpoints(holder, settings, ops.metrics)
-    similar = SimilarEndpoints(holder, settings)
+    similar = SimilarEndpoints(holder, settings, ops.metrics)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -6,6 +6,7 @@ Grouped and similar-product searches always run in the thread pool: an exact gro
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -16,6 +17,7 @@ from api.errors import ApiError, json_bytes
 from api.grouping import GroupTuning, batch_bodies, grouped_body, parse_grouped_infer, parse_mixed_batch
 from api.index_state import IndexHolder, LoadedIndex
 from api.jsonbody import read_json
+from api.metrics import Metrics, query_kind
 from api.service import SearchPolicy
 from api.settings import Settings
 from api.similar import SimilarRequest, StoredCache, parse_similar, parse_similar_batch, similar_bodies
@@ -23,28 +25,40 @@ from api.similar import SimilarRequest, StoredCache, parse_similar, parse_simila
 VERSION_HEADER = "X-Index-Version"
 
 
-async def grouped_infer(loaded: LoadedIndex, body: Any, settings: Settings) -> Response:
+async def grouped_infer(loaded: LoadedIndex, body: Any, settings: Settings, metrics: Metrics | None) -> Response:
     """/infer with group_by (the body is already read and is a JSON object using a grouping field)."""
     request, spec = parse_grouped_infer(body, loaded.rules)
     policy, tuning = SearchPolicy.of(settings, loaded), GroupTuning.of(settings)
+    started = time.perf_counter()
     answer = await run_in_threadpool(lambda: json_bytes(grouped_body(loaded, request, spec, policy, tuning)))
+    if metrics is not None:
+        metrics.record_search("/infer", time.perf_counter() - started, {"grouped": 1}, None)
     return Response(answer, media_type="application/json", headers={VERSION_HEADER: loaded.version})
 
 
-async def grouped_batch(loaded: LoadedIndex, body: list[Any], settings: Settings) -> Response:
+async def grouped_batch(loaded: LoadedIndex, body: list[Any], settings: Settings, metrics: Metrics | None) -> Response:
     """/batch in which at least one item uses a grouping field; the others are answered as usual."""
     items = parse_mixed_batch(body, loaded.rules, settings.max_batch)
     policy, tuning = SearchPolicy.of(settings, loaded), GroupTuning.of(settings)
+    started = time.perf_counter()
     answer = await run_in_threadpool(lambda: json_bytes(batch_bodies(loaded, items, policy, tuning)))
+    if metrics is not None:
+        exact_index = loaded.reader.family == "flat"
+        kinds: dict[str, int] = {}
+        for request, spec in items:
+            kind = "grouped" if spec is not None else query_kind(request, exact_index)
+            kinds[kind] = kinds.get(kind, 0) + 1
+        metrics.record_search("/batch", time.perf_counter() - started, kinds, len(items))
     return Response(answer, media_type="application/json", headers={VERSION_HEADER: loaded.version})
 
 
 class SimilarEndpoints:
     """POST /similar and POST /similar/batch; each request reads the holder once (one index version)."""
 
-    def __init__(self, holder: IndexHolder, settings: Settings) -> None:
+    def __init__(self, holder: IndexHolder, settings: Settings, metrics: Metrics | None = None) -> None:
         self.holder = holder
         self.settings = settings
+        self.metrics = metrics
         self.stored = StoredCache()
 
     def _loaded(self) -> LoadedIndex:
@@ -56,15 +70,23 @@ class SimilarEndpoints:
     async def similar(self, request: Request) -> Response:
         loaded = self._loaded()
         parsed = parse_similar(await read_json(request, self.settings.max_body_bytes), loaded.rules)
+        started = time.perf_counter()
         body = await run_in_threadpool(self._encode, loaded, [parsed], False)
+        self._record("/similar", started, 1, None)
         return Response(body, media_type="application/json", headers={VERSION_HEADER: loaded.version})
 
     async def batch(self, request: Request) -> Response:
         loaded = self._loaded()
         raw = await read_json(request, self.settings.max_body_bytes)
         parsed = parse_similar_batch(raw, loaded.rules, self.settings.max_batch)
+        started = time.perf_counter()
         body = await run_in_threadpool(self._encode, loaded, parsed, True)
+        self._record("/similar/batch", started, len(parsed), len(parsed))
         return Response(body, media_type="application/json", headers={VERSION_HEADER: loaded.version})
+
+    def _record(self, endpoint: str, started: float, count: int, batch: int | None) -> None:
+        if self.metrics is not None:
+            self.metrics.record_search(endpoint, time.perf_counter() - started, {"similar": count}, batch)
 
     def _encode(self, loaded: LoadedIndex, parsed: list[SimilarRequest], batch: bool) -> bytes:
         policy = SearchPolicy.of(self.settings, loaded)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +51,20 @@ class Metrics:
         )
         self.search_seconds = Histogram(
             "recsys_search_duration_seconds",
-            "Search and encoding time of /infer and /batch requests (body parsing excluded), by endpoint",
+            "Search and encoding time of /infer, /batch, /similar and /similar/batch requests (body parsing "
+            "excluded), by endpoint",
             ["endpoint"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.batch_size = Histogram("recsys_batch_size", "Items per /batch request", buckets=BATCH_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "recsys_batch_size", "Items per /batch or /similar/batch request", buckets=BATCH_BUCKETS, registry=r
+        )
         self.queries = Counter(
-            "recsys_queries", "Queries searched, by kind: ann, exact or filtered", ["kind"], registry=r
+            "recsys_queries",
+            "Queries searched, by kind: ann, exact, filtered, grouped (group_by) or similar",
+            ["kind"],
+            registry=r,
         )
         self.rejected = Counter(
             "recsys_rejected_requests",
@@ -123,14 +129,18 @@ class Metrics:
 
     def searched(self, endpoint: str, loaded: LoadedIndex, requests: Sequence[SearchRequest], seconds: float) -> None:
         """One /infer or /batch search: its time, its batch size (for /batch) and each query's kind."""
-        self._labelled(self.search_seconds, endpoint).observe(seconds)
-        if endpoint == "/batch":
-            self.batch_size.observe(len(requests))
         exact_index = loaded.reader.family == "flat"
         kinds: dict[str, int] = {}
         for request in requests:
-            kind = "exact" if request.exact or exact_index else "filtered" if request.filter is not None else "ann"
+            kind = query_kind(request, exact_index)
             kinds[kind] = kinds.get(kind, 0) + 1
+        self.record_search(endpoint, seconds, kinds, len(requests) if endpoint == "/batch" else None)
+
+    def record_search(self, endpoint: str, seconds: float, kinds: Mapping[str, int], batch: int | None) -> None:
+        """A search of any endpoint: its time (search and encoding), queries by kind, and the batch size if any."""
+        self._labelled(self.search_seconds, endpoint).observe(seconds)
+        if batch is not None:
+            self.batch_size.observe(batch)
         for kind, count in kinds.items():
             self._labelled(self.queries, kind).inc(count)
 
@@ -155,6 +165,10 @@ class Metrics:
     def worker_exiting(self) -> None:
         if self.multiprocess_dir is not None:
             multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)  # type: ignore[no-untyped-call]
+
+
+def query_kind(request: SearchRequest, exact_index: bool) -> str:
+    return "exact" if request.exact or exact_index else "filtered" if request.filter is not None else "ann"
 
 
 def forget_dead_workers(directory: Path) -> list[int]:

@@ -63,6 +63,23 @@ def test_requests_queries_and_index_are_counted(client: TestClient, hnsw_root: P
     assert metric_value(text, "recsys_worker_requests") == 8  # every request before this scrape
 
 
+def test_grouped_and_similar_searches_are_counted(client: TestClient) -> None:
+    some_id = client.post("/infer", json=body(1, k=1)).json()["recommendations"][0]["id"]
+    assert client.post("/infer", json=body(2, group_by="category", groups=2)).status_code == 200
+    mixed = [body(3, group_by="category"), body(4), body(5, exact=True)]
+    assert client.post("/batch", json=mixed).status_code == 200
+    assert client.post("/similar", json={"id": some_id, "k": 3}).status_code == 200
+    assert client.post("/similar/batch", json=[{"id": some_id}, {"id": some_id, "metric": "cosine"}]).status_code == 200
+    text = client.get("/metrics").text
+    assert metric_value(text, "recsys_queries_total", kind="grouped") == 1 + 1
+    assert metric_value(text, "recsys_queries_total", kind="similar") == 1 + 2
+    assert metric_value(text, "recsys_queries_total", kind="ann") == 1 + 1
+    assert metric_value(text, "recsys_queries_total", kind="exact") == 1
+    for endpoint, count in (("/infer", 2), ("/batch", 1), ("/similar", 1), ("/similar/batch", 1)):
+        assert metric_value(text, "recsys_search_duration_seconds_count", endpoint=endpoint) == count
+    assert metric_value(text, "recsys_batch_size_sum") == 3 + 2
+
+
 def test_request_ids_are_kept_or_made(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="api.access")
     given = client.get("/healthz", headers={"x-request-id": "abc-123.x:y"})

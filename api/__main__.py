@@ -24,7 +24,7 @@ from uvicorn.supervisors import Multiprocess
 
 from api.logging_setup import with_format
 from api.settings import HTTP_IMPLEMENTATIONS, LOG_LEVELS, LOOP_IMPLEMENTATIONS, Settings, SettingsError
-from api.tcp_config import TcpConfig
+from api.tcp_config import TcpConfig, reuse_port_workers
 from index_format.layout import FormatError
 
 LOG = logging.getLogger("api.serve")
@@ -85,10 +85,12 @@ def run_server(settings: Settings, log_level: str) -> bool:
         log_config=with_format(log_config(log_level), settings.log_format),
         access_log=False,  # api/access.py logs each request (with its request id) when settings.access_log is on
         timeout_graceful_shutdown=settings.shutdown_timeout or None,
+        reuse_port=settings.reuse_port and settings.workers > 1,
     )
     if settings.workers > 1:
-        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
-        supervisor.run()
+        with reuse_port_workers(config):
+            supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+            supervisor.run()
         return not any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes)
     server = uvicorn.Server(config)
     server.run()

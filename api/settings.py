@@ -35,6 +35,7 @@ class Settings:
     access_log: bool = False
     http: str = "auto"  # uvicorn's HTTP parser: auto (httptools), httptools or h11
     loop: str = "auto"  # uvicorn's event loop: auto (uvloop), uvloop or asyncio
+    reuse_port: bool = True  # several workers: one SO_REUSEPORT listening socket each (api/tcp_config.py)
     max_k: int = 100
     max_batch: int = 1000
     max_body_bytes: int = 16 * 2**20
@@ -85,6 +86,7 @@ class Settings:
             access_log=get("access_log", _bool, default.access_log),
             http=get("http", _one_of(HTTP_IMPLEMENTATIONS), default.http),
             loop=get("loop", _one_of(LOOP_IMPLEMENTATIONS), default.loop),
+            reuse_port=get("reuse_port", _bool, default.reuse_port),
             max_k=get("max_k", _int_in(1, 100_000), default.max_k),
             max_batch=get("max_batch", _int_in(1, 1_000_000), default.max_batch),
             max_body_bytes=get("max_body_bytes", _int_in(1024, 2**31), default.max_body_bytes),

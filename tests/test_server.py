@@ -103,6 +103,41 @@ def test_only_workers_load_faiss(server: tuple[str, subprocess.Popen[bytes]]) ->
     assert "_swigfaiss" not in supervisor and "numpy" not in supervisor
 
 
+def listening_inodes(port: int) -> set[str]:
+    """Inodes of the IPv4 sockets listening on port (from /proc/net/tcp: state 0A)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            found.add(fields[9])
+    return found
+
+
+def socket_inodes(pid: int) -> set[str]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(target[len("socket:[") : -1])
+    return found
+
+
+def listeners_per_worker(pid: int, port: int) -> list[set[str]]:
+    listening = listening_inodes(port)
+    return [socket_inodes(worker) & listening for worker in worker_pids(pid)]
+
+
+def test_each_worker_listens_on_its_own_socket(server: tuple[str, subprocess.Popen[bytes]]) -> None:
+    """SO_REUSEPORT (api/tcp_config.py): the kernel spreads connections over the workers' sockets."""
+    base, process = server
+    per_worker = listeners_per_worker(process.pid, int(base.rsplit(":", 1)[1]))
+    assert len(per_worker) == 2 and all(len(inodes) == 1 for inodes in per_worker)
+    assert per_worker[0] != per_worker[1]
+
+
 def test_exact_over_http_equals_brute_force(
     server: tuple[str, subprocess.Popen[bytes]], str_catalogue: Catalogue
 ) -> None:
@@ -178,9 +213,10 @@ def test_sigterm_shuts_down_gracefully(hnsw_root: Path, tmp_path: Path) -> None:
 
 def test_python_dash_m_api_with_two_workers(hnsw_root: Path, tmp_path: Path) -> None:
     """`python -m api --workers 2` (no console script): the workers must unpickle the uvicorn config, so it cannot
-    be a class defined in api/__main__.py. Also runs the pure-Python stack (h11, asyncio) that --http/--loop pick."""
+    be a class defined in api/__main__.py. Also runs the pure-Python stack (h11, asyncio) that --http/--loop pick,
+    with one listening socket shared by the workers (RECSYS_REUSE_PORT=0)."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RECSYS_REUSE_PORT": "0"}
     stack = ["--http", "h11", "--loop", "asyncio"]
     command = [
         sys.executable,
@@ -207,6 +243,8 @@ def test_python_dash_m_api_with_two_workers(hnsw_root: Path, tmp_path: Path) -> 
                 time.sleep(0.2)
         assert ready, log_path.read_text()[-3000:]
         assert len(worker_pids(process.pid)) == 2
+        shared = listeners_per_worker(process.pid, port)
+        assert len(shared) == 2 and len(shared[0]) == 1 and shared[0] == shared[1]
         query = {"name": "u", "vector": [0.1] * layout.read_manifest(layout.resolve_current(hnsw_root)).dim}
         answer = httpx.post(f"http://127.0.0.1:{port}/infer", json=query, timeout=10.0)
         assert answer.status_code == 200 and len(answer.json()["recommendations"]) == 10

@@ -8,6 +8,7 @@ as `python -m api`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import socket
 import sys
@@ -46,7 +47,14 @@ class TcpConfig(uvicorn.Config):
         return sock
 
     def _bind_reuse_port(self) -> socket.socket:
+        """SO_REUSEPORT lets a second server of the same user bind a port that one already serves, and the two would
+        silently share its connections: refuse a port something already listens on, as a plain bind would."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        if self.port and someone_listens(family, self.host, self.port):
+            LOG.error(
+                "[Errno %d] address already in use: something listens on %s:%d", errno.EADDRINUSE, self.host, self.port
+            )
+            sys.exit(1)
         try:
             sock = reuse_port_socket(family, (self.host, self.port))
         except OSError as exc:
@@ -55,6 +63,14 @@ class TcpConfig(uvicorn.Config):
         host, port = sock.getsockname()[:2]
         LOG.info("Uvicorn running on http://%s:%d with one listening socket per worker (SO_REUSEPORT)", host, port)
         return sock
+
+
+def someone_listens(family: int, host: str, port: int) -> bool:
+    """Whether a connection to host:port (loopback for a wildcard host) is accepted."""
+    wildcard = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex((wildcard.get(host, host), port)) == 0
 
 
 def reuse_port_socket(family: int, address: tuple[str, int]) -> socket.socket:

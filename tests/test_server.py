@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -264,3 +265,26 @@ def test_supervisor_exits_0_on_sigterm(server: tuple[str, subprocess.Popen[bytes
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+
+
+def test_a_port_in_use_is_refused_with_several_workers(hnsw_root: Path) -> None:
+    """Another server listening with SO_REUSEPORT (as a second recsys-serve would): binding next to it succeeds,
+    so recsys-serve checks for a listener first."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [*serve_command(), "--index-root", str(hnsw_root), "--port", str(port), "--workers", "2"]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        process = subprocess.Popen(
+            command, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO, start_new_session=True
+        )
+        try:
+            _, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the supervisor and its workers
+            process.communicate()
+            pytest.fail("recsys-serve started on a port another server listens on")
+    assert process.returncode == 1
+    assert "address already in use" in stderr and "Traceback" not in stderr

@@ -26,6 +26,7 @@ I64 = npt.NDArray[np.int64]
 
 # The per-call search parameter each index family understands, and its name in manifests and requests.
 PARAM_NAMES = ("efSearch", "nprobe", "k_factor")
+PARAMS_CACHE_SIZE = 256  # distinct selector-free SearchParameters kept per reader
 
 
 @dataclass(frozen=True)
@@ -196,11 +197,14 @@ class IndexReader:
 
     def _unfiltered_params(self, params: dict[str, int]) -> tuple[Any, list[Any]]:
         """Selector-free SearchParameters, made once per distinct params (building one through SWIG costs ~3 µs
-        of a ~40 µs IVF probe); faiss only reads them, so threads can share them."""
+        of a ~40 µs IVF probe); faiss only reads them, so threads can share them. At most PARAMS_CACHE_SIZE are
+        kept: clients choose per-request params, and every combination must not stay in memory."""
         key = tuple(sorted(params.items()))
         cached = self._plain_params.get(key)
         if cached is None:
-            cached = self._plain_params[key] = build_search_params(self.family, params)
+            cached = build_search_params(self.family, params)
+            if len(self._plain_params) < PARAMS_CACHE_SIZE:
+                self._plain_params[key] = cached
         return cached
 
     def warm(self) -> float:

@@ -228,3 +228,17 @@ def test_effort_is_bisected_between_ladder_points() -> None:
     assert calls == [40, 36, 38]
     assert [point.params["nprobe"] for point, reaches in refined if reaches] == [40, 38]
     assert bisect_effort([(SweepPoint({"nprobe": 1}, 0.0, 0.0, 1.0), True)], measure) == []  # nothing below
+
+
+def test_cached_search_params_are_bounded_and_per_call(built: dict[str, Path], data: dict[str, np.ndarray]) -> None:
+    """Selector-free SearchParameters are cached per reader, but clients pick efSearch per request: the cache
+    must stay bounded, and a cached object must not leak one request's params into another's results."""
+    from index_format.reader import PARAMS_CACHE_SIZE
+
+    reader = _reader(built["hnsw"])
+    xq = data["fresh_queries"][:2]
+    low = reader.search(xq, K, params={"efSearch": 16}).rows
+    for ef in range(16, 16 + PARAMS_CACHE_SIZE + 40):
+        reader.search(xq, K, params={"efSearch": ef})
+    assert len(reader._plain_params) == PARAMS_CACHE_SIZE
+    assert np.array_equal(reader.search(xq, K, params={"efSearch": 16}).rows, low)

@@ -32,7 +32,8 @@ class TcpConfig(uvicorn.Config):
     listens on a socket of its own bound to the same address, and the kernel spreads new connections over them by
     hash. With one shared socket the first worker to wake accepts a whole burst: wrk's 64 connections split 49/15,
     53/11, 61/3, 11/53, 15/49 between 2 workers (gowalla /infer p99 20–26 ms); with a socket per worker 26/38,
-    35/29, 31/33, 30/34, 41/23 (p99 16–20 ms)."""
+    35/29, 31/33, 30/34, 41/23 (p99 16–20 ms). The price: connections still waiting in a dying worker's own accept
+    queue are reset, where a shared socket would keep them for the other workers."""
 
     def __init__(self, *args: Any, reuse_port: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

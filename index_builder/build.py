@@ -166,7 +166,7 @@ def _build_into(
         build_seconds=round(time.perf_counter() - started, 2),
         built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         faiss_version=faiss.__version__,
-        source={"name": embeddings.source_name, "sha256": embeddings.source_sha256},
+        source=source_of(embeddings),
         notes=notes,
     )
     manifest.files = {
@@ -377,3 +377,11 @@ def _choose(candidates: list[Candidate], options: BuildOptions) -> tuple[Candida
         "Use --kind auto (falls back to exact) or --kind pruned for exact results."
     )
     return only, [note]
+
+
+def source_of(embeddings: Embeddings) -> dict[str, str]:
+    """The input files the index was built from, by name and sha256 (a separate ids file too: it decides the ids)."""
+    source = {"name": embeddings.source_name, "sha256": embeddings.source_sha256}
+    if embeddings.ids_source_name:
+        source.update(ids_name=embeddings.ids_source_name, ids_sha256=embeddings.ids_source_sha256)
+    return source

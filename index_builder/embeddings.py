@@ -22,6 +22,8 @@ class Embeddings:
     metadata: dict[str, list[str | None]] = field(default_factory=dict)
     source_name: str = ""
     source_sha256: str = ""
+    ids_source_name: str = ""  # a separate ids file (.npy vectors only), recorded next to the vectors' file
+    ids_source_sha256: str = ""
 
     @property
     def id_type(self) -> str:

@@ -69,7 +69,10 @@ def load_embeddings(
     else:
         ids, vectors, metadata = _load_jsonl(path, id_field, vector_field, metadata_fields, progress)
     LOG.info("loaded %d vectors of dimension %d from %s", vectors.shape[0], vectors.shape[1], path.name)
-    return Embeddings(ids=ids, vectors=vectors, metadata=metadata, source_name=path.name, source_sha256=sha256)
+    embeddings = Embeddings(ids=ids, vectors=vectors, metadata=metadata, source_name=path.name, source_sha256=sha256)
+    if ids_path is not None:
+        embeddings.ids_source_name, embeddings.ids_source_sha256 = ids_path.name, _sha256(ids_path)
+    return embeddings
 
 
 def load_queries(path: Path, dim: int) -> Float32Matrix:

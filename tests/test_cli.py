@@ -36,6 +36,9 @@ def test_build_inspect_verify(npy_input: Path, tmp_path: Path, capsys: pytest.Ca
     assert "kind         hnsw" in out and err == ""
     reader = IndexReader.open(layout.resolve_current(root))
     assert reader.manifest.id_type == "str" and reader.external_ids(np.array([0]))[0].startswith("sku-")
+    source = reader.manifest.source  # both input files, since the ids file decides the ids
+    assert source["name"] == "items.npy" and source["sha256"] == layout.sha256_of(npy_input / "items.npy")
+    assert source["ids_name"] == "ids.txt" and source["ids_sha256"] == layout.sha256_of(npy_input / "ids.txt")
     assert main(["inspect", str(root)]) == 0
     assert reader.manifest.version in capsys.readouterr().out
     assert main(["verify", str(root)]) == 0

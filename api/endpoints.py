@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.coalescer import Coalescer
-from api.errors import ApiError, json_bytes, json_response
+from api.errors import VERSION_HEADER, json_bytes, json_response, versioned
 from api.feature_endpoints import grouped_batch, grouped_infer
 from api.grouping import wants_groups
 from api.index_state import IndexHolder, LoadedIndex
@@ -20,7 +20,6 @@ from api.schemas import SearchRequest, parse_batch, parse_infer
 from api.service import SearchPolicy, is_light, recommend
 from api.settings import Settings
 
-VERSION_HEADER = "X-Index-Version"
 FLOOR_ANSWER = json_bytes({"name": "floor", "recommendations": [{"id": f"p{i}", "score": 1.0} for i in range(10)]})
 
 
@@ -33,14 +32,8 @@ class Endpoints:
         self.metrics = metrics  # search time, batch sizes and query kinds (api/metrics.py)
         self.coalescer = Coalescer() if settings.coalesce else None
 
-    def _loaded(self) -> LoadedIndex:
-        loaded = self.holder.current
-        if loaded is None:
-            raise ApiError(503, "the index is not loaded yet")
-        return loaded
-
     async def infer(self, request: Request) -> Response:
-        loaded = self._loaded()
+        loaded = self.holder.serving()
         raw = await read_json(request, self.settings.max_body_bytes)
         if wants_groups(raw):  # per-category top-n (api/grouping.py)
             return await grouped_infer(loaded, raw, self.settings, self.metrics)
@@ -57,10 +50,10 @@ class Endpoints:
             body = await run_in_threadpool(_encode_infer, loaded, parsed, policy)
         if self.metrics is not None:
             self.metrics.searched("/infer", loaded, [parsed], time.perf_counter() - started)
-        return Response(body, media_type="application/json", headers={VERSION_HEADER: loaded.version})
+        return versioned(body, loaded.version)
 
     async def batch(self, request: Request) -> Response:
-        loaded = self._loaded()
+        loaded = self.holder.serving()
         body = await read_json(request, self.settings.max_body_bytes)
         if wants_groups(body):  # some items group by a category (api/grouping.py)
             return await grouped_batch(loaded, body, self.settings, self.metrics)
@@ -73,17 +66,17 @@ class Endpoints:
             encoded = await run_in_threadpool(_encode_batch, loaded, parsed, policy)
         if self.metrics is not None:
             self.metrics.searched("/batch", loaded, parsed, time.perf_counter() - started)
-        return Response(encoded, media_type="application/json", headers={VERSION_HEADER: loaded.version})
+        return versioned(encoded, loaded.version)
 
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "alive"})
 
     async def readyz(self, request: Request) -> Response:
-        loaded = self._loaded()
+        loaded = self.holder.serving()
         return json_response({"status": "ready", "version": loaded.version}, headers={VERSION_HEADER: loaded.version})
 
     async def index(self, request: Request) -> Response:
-        loaded = self._loaded()
+        loaded = self.holder.serving()
         return json_response(loaded.describe(self.settings), headers={VERSION_HEADER: loaded.version})
 
     async def openapi(self, request: Request) -> Response:

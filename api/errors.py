@@ -42,6 +42,14 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
     return Response(json_bytes(payload), status_code=status, headers=headers, media_type="application/json")
 
 
+VERSION_HEADER = "X-Index-Version"  # the index version that answered (api/access.py adds it where missing)
+
+
+def versioned(body: bytes, version: str) -> Response:
+    """An encoded JSON answer naming the index version it was computed on."""
+    return Response(body, media_type="application/json", headers={VERSION_HEADER: version})
+
+
 async def api_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return json_response({"detail": exc.detail}, exc.status)

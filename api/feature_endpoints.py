@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.errors import ApiError, json_bytes
+from api.errors import json_bytes, versioned
 from api.grouping import GroupTuning, batch_bodies, grouped_body, parse_grouped_infer, parse_mixed_batch
 from api.index_state import IndexHolder, LoadedIndex
 from api.jsonbody import read_json
@@ -21,8 +21,6 @@ from api.metrics import Metrics, query_kind
 from api.service import SearchPolicy
 from api.settings import Settings
 from api.similar import SimilarRequest, StoredCache, parse_similar, parse_similar_batch, similar_bodies
-
-VERSION_HEADER = "X-Index-Version"
 
 
 async def grouped_infer(loaded: LoadedIndex, body: Any, settings: Settings, metrics: Metrics | None) -> Response:
@@ -32,8 +30,8 @@ async def grouped_infer(loaded: LoadedIndex, body: Any, settings: Settings, metr
     started = time.perf_counter()
     answer = await run_in_threadpool(lambda: json_bytes(grouped_body(loaded, request, spec, policy, tuning)))
     if metrics is not None:
-        metrics.record_search("/infer", time.perf_counter() - started, {"grouped": 1}, None)
-    return Response(answer, media_type="application/json", headers={VERSION_HEADER: loaded.version})
+        metrics.record_search("/infer", time.perf_counter() - started, ["grouped"], None)
+    return versioned(answer, loaded.version)
 
 
 async def grouped_batch(loaded: LoadedIndex, body: list[Any], settings: Settings, metrics: Metrics | None) -> Response:
@@ -43,13 +41,9 @@ async def grouped_batch(loaded: LoadedIndex, body: list[Any], settings: Settings
     started = time.perf_counter()
     answer = await run_in_threadpool(lambda: json_bytes(batch_bodies(loaded, items, policy, tuning)))
     if metrics is not None:
-        exact_index = loaded.reader.family == "flat"
-        kinds: dict[str, int] = {}
-        for request, spec in items:
-            kind = "grouped" if spec is not None else query_kind(request, exact_index)
-            kinds[kind] = kinds.get(kind, 0) + 1
+        kinds = ["grouped" if spec is not None else query_kind(request, loaded) for request, spec in items]
         metrics.record_search("/batch", time.perf_counter() - started, kinds, len(items))
-    return Response(answer, media_type="application/json", headers={VERSION_HEADER: loaded.version})
+    return versioned(answer, loaded.version)
 
 
 class SimilarEndpoints:
@@ -61,32 +55,26 @@ class SimilarEndpoints:
         self.metrics = metrics
         self.stored = StoredCache()
 
-    def _loaded(self) -> LoadedIndex:
-        loaded = self.holder.current
-        if loaded is None:
-            raise ApiError(503, "the index is not loaded yet")
-        return loaded
-
     async def similar(self, request: Request) -> Response:
-        loaded = self._loaded()
+        loaded = self.holder.serving()
         parsed = parse_similar(await read_json(request, self.settings.max_body_bytes), loaded.rules)
         started = time.perf_counter()
         body = await run_in_threadpool(self._encode, loaded, [parsed], False)
         self._record("/similar", started, 1, None)
-        return Response(body, media_type="application/json", headers={VERSION_HEADER: loaded.version})
+        return versioned(body, loaded.version)
 
     async def batch(self, request: Request) -> Response:
-        loaded = self._loaded()
+        loaded = self.holder.serving()
         raw = await read_json(request, self.settings.max_body_bytes)
         parsed = parse_similar_batch(raw, loaded.rules, self.settings.max_batch)
         started = time.perf_counter()
         body = await run_in_threadpool(self._encode, loaded, parsed, True)
         self._record("/similar/batch", started, len(parsed), len(parsed))
-        return Response(body, media_type="application/json", headers={VERSION_HEADER: loaded.version})
+        return versioned(body, loaded.version)
 
     def _record(self, endpoint: str, started: float, count: int, batch: int | None) -> None:
         if self.metrics is not None:
-            self.metrics.record_search(endpoint, time.perf_counter() - started, {"similar": count}, batch)
+            self.metrics.record_search(endpoint, time.perf_counter() - started, ["similar"] * count, batch)
 
     def _encode(self, loaded: LoadedIndex, parsed: list[SimilarRequest], batch: bool) -> bytes:
         policy = SearchPolicy.of(self.settings, loaded)

@@ -37,11 +37,28 @@ class CategoryRows:
 
 
 class FilterTable:
+    """Rows allowed by each filter. A request asks for them more than once (to choose the inline or thread-pool
+    path, then to search) and clients repeat the same filters, so the last CACHE_SIZE distinct filters keep their
+    rows, read-only."""
+
+    CACHE_SIZE = 256
+
     def __init__(self, metadata_codes: Mapping[str, I32], metadata: Mapping[str, list[str]]) -> None:
         self.fields = {name: CategoryRows(metadata_codes[name], names) for name, names in metadata.items()}
+        self._cache: dict[FilterKey, I64] = {}
 
     def allowed_rows(self, key: FilterKey) -> I64:
-        """Ascending rows matching every field of the filter (any of the values listed for a field)."""
+        """Ascending rows matching every field of the filter (any of the values listed for a field); read-only."""
+        rows = self._cache.get(key)
+        if rows is None:
+            rows = self._rows(key)
+            rows.flags.writeable = False
+            if len(self._cache) >= self.CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)))  # the oldest entry
+            self._cache[key] = rows
+        return rows
+
+    def _rows(self, key: FilterKey) -> I64:
         result: I64 | None = None
         for field_name, names in key:
             rows = self.fields[field_name].rows(names)

@@ -11,6 +11,7 @@ from typing import Any
 import faiss
 
 from api.categories import category_counts
+from api.errors import ApiError
 from api.filters import FilterTable
 from api.schemas import RequestRules
 from api.settings import Settings
@@ -72,6 +73,13 @@ class IndexHolder:
 
     def __init__(self) -> None:
         self.current: LoadedIndex | None = None
+
+    def serving(self) -> LoadedIndex:
+        """The current index, read once per request (one request never mixes two versions); 503 until loaded."""
+        loaded = self.current
+        if loaded is None:
+            raise ApiError(503, "the index is not loaded yet")
+        return loaded
 
 
 def load_index(settings: Settings, version_dir: Path | None = None) -> LoadedIndex:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,19 +129,18 @@ class Metrics:
 
     def searched(self, endpoint: str, loaded: LoadedIndex, requests: Sequence[SearchRequest], seconds: float) -> None:
         """One /infer or /batch search: its time, its batch size (for /batch) and each query's kind."""
-        exact_index = loaded.reader.family == "flat"
-        kinds: dict[str, int] = {}
-        for request in requests:
-            kind = query_kind(request, exact_index)
-            kinds[kind] = kinds.get(kind, 0) + 1
+        kinds = [query_kind(request, loaded) for request in requests]
         self.record_search(endpoint, seconds, kinds, len(requests) if endpoint == "/batch" else None)
 
-    def record_search(self, endpoint: str, seconds: float, kinds: Mapping[str, int], batch: int | None) -> None:
-        """A search of any endpoint: its time (search and encoding), queries by kind, and the batch size if any."""
+    def record_search(self, endpoint: str, seconds: float, kinds: Iterable[str], batch: int | None) -> None:
+        """A search of any endpoint: its time (search and encoding), one kind per query, and the batch size if any."""
         self._labelled(self.search_seconds, endpoint).observe(seconds)
         if batch is not None:
             self.batch_size.observe(batch)
-        for kind, count in kinds.items():
+        counts: dict[str, int] = {}
+        for kind in kinds:
+            counts[kind] = counts.get(kind, 0) + 1
+        for kind, count in counts.items():
             self._labelled(self.queries, kind).inc(count)
 
     def serving(self, loaded: LoadedIndex) -> None:
@@ -167,8 +166,11 @@ class Metrics:
             multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)  # type: ignore[no-untyped-call]
 
 
-def query_kind(request: SearchRequest, exact_index: bool) -> str:
-    return "exact" if request.exact or exact_index else "filtered" if request.filter is not None else "ann"
+def query_kind(request: SearchRequest, loaded: LoadedIndex) -> str:
+    """ann, exact (asked for, or an exact index) or filtered."""
+    if request.exact or loaded.reader.family == "flat":
+        return "exact"
+    return "filtered" if request.filter is not None else "ann"
 
 
 def forget_dead_workers(directory: Path) -> list[int]:

@@ -883,6 +883,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("http_load: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
+    stack = ["--http", args.http, "--loop", args.loop]  # the same uvicorn implementations for both servers
     plan = Plan(
         workers=args.workers,
         concurrency=args.concurrency,
@@ -895,8 +896,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         k=args.k,
         n_check=args.check_queries,
         ready_timeout=args.ready_timeout,
-        server_args=[*args.server_arg, "--http", args.http, "--loop", args.loop],
-        floor_args=[*args.floor_arg, "--http", args.http, "--loop", args.loop],
+        server_args=[*args.server_arg, *stack],
+        floor_args=[*args.floor_arg, *stack],
         api_floor=args.api_floor,
         api_launcher=args.api_launcher,
     )

@@ -163,11 +163,15 @@ class Server:
 
 
 @contextmanager
-def running_server(root: Path, log_dir: Path, workers: int, **env: str) -> Iterator[Server]:
-    """`recsys-serve` on a free loopback port, ready (every worker loaded) on entry, stopped (SIGTERM) on exit."""
+def running_server(
+    root: Path, log_dir: Path, workers: int, command: list[str] | None = None, **env: str
+) -> Iterator[Server]:
+    """`recsys-serve` (or `command`, with its options) on a free loopback port, ready (every worker loaded) on entry,
+    stopped (SIGTERM) on exit."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
-    command = [*serve_command(), "--index-root", str(root), "--port", str(port), "--workers", str(workers)]
+    where = ["--index-root", str(root), "--port", str(port), "--workers", str(workers)]
+    command = [*(command or serve_command()), *where]
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
     full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with open(log_path, "wb") as log:

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,91 +15,34 @@ import httpx
 import numpy as np
 import pytest
 from api_helpers import Catalogue, assert_exact, recall, request_body
-from ops_helpers import free_port, serve_command
+from ops_helpers import Server, mapped_files, running_server, serve_command
 
 from index_format import layout
 
 REPO = Path(__file__).resolve().parents[1]
-START_TIMEOUT = 60.0
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def worker_pids(pid: int) -> list[int]:
-    """uvicorn's worker processes (multiprocessing spawn children; not its resource tracker)."""
-    found = []
-    for child in children_of(pid):
-        try:
-            command = Path(f"/proc/{child}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"spawn_main" in command:
-            found.append(child)
-    return found
 
 
 @pytest.fixture(scope="module")
-def server(hnsw_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    command = [*serve_command(), "--index-root", str(hnsw_root), "--host", "127.0.0.1", "--port", str(port)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [*command, "--workers", "2"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"recsys-serve exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"recsys-serve not ready after {START_TIMEOUT}s:\n{log_path.read_text()}")
-            time.sleep(0.2)
-        yield base, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+def server(hnsw_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(hnsw_root, tmp_path_factory.mktemp("server"), workers=2) as running:
+        yield running
 
 
-def test_two_workers_serve_the_current_version(server: tuple[str, subprocess.Popen[bytes]], hnsw_root: Path) -> None:
-    base, process = server
-    assert len(worker_pids(process.pid)) == 2
-    info = httpx.get(f"{base}/index").json()
+def test_two_workers_serve_the_current_version(server: Server, hnsw_root: Path) -> None:
+    assert len(server.workers()) == 2
+    info = httpx.get(f"{server.base}/index").json()
     assert info["version"] == layout.resolve_current(hnsw_root).name
 
 
-def mapped_files(pid: int) -> str:
-    return Path(f"/proc/{pid}/maps").read_text()
+def maps(pid: int) -> str:
+    return "\n".join(mapped_files(pid))
 
 
-def test_only_workers_load_faiss(server: tuple[str, subprocess.Popen[bytes]]) -> None:
+def test_only_workers_load_faiss(server: Server) -> None:
     """The supervisor checks the index in a child process (api/preflight.py), so it never holds faiss or numpy."""
-    base, process = server
-    workers = worker_pids(process.pid)
-    assert workers and all("_swigfaiss" in mapped_files(pid) for pid in workers)
-    supervisor = mapped_files(process.pid)
+    workers = server.workers()
+    assert workers and all("_swigfaiss" in maps(pid) for pid in workers)
+    supervisor = maps(server.process.pid)
     assert "_swigfaiss" not in supervisor and "numpy" not in supervisor
 
 
@@ -126,37 +68,30 @@ def socket_inodes(pid: int) -> set[str]:
     return found
 
 
-def listeners_per_worker(pid: int, port: int) -> list[set[str]]:
-    listening = listening_inodes(port)
-    return [socket_inodes(worker) & listening for worker in worker_pids(pid)]
+def listeners_per_worker(server: Server) -> list[set[str]]:
+    listening = listening_inodes(int(server.base.rsplit(":", 1)[1]))
+    return [socket_inodes(worker) & listening for worker in server.workers()]
 
 
-def test_each_worker_listens_on_its_own_socket(server: tuple[str, subprocess.Popen[bytes]]) -> None:
+def test_each_worker_listens_on_its_own_socket(server: Server) -> None:
     """SO_REUSEPORT (api/tcp_config.py): the kernel spreads connections over the workers' sockets."""
-    base, process = server
-    per_worker = listeners_per_worker(process.pid, int(base.rsplit(":", 1)[1]))
+    per_worker = listeners_per_worker(server)
     assert len(per_worker) == 2 and all(len(inodes) == 1 for inodes in per_worker)
     assert per_worker[0] != per_worker[1]
 
 
-def test_exact_over_http_equals_brute_force(
-    server: tuple[str, subprocess.Popen[bytes]], str_catalogue: Catalogue
-) -> None:
-    base, _ = server
-    with httpx.Client(base_url=base) as client:
+def test_exact_over_http_equals_brute_force(server: Server, str_catalogue: Catalogue) -> None:
+    with httpx.Client(base_url=server.base) as client:
         for i, query in enumerate(str_catalogue.test_queries[:100]):
             response = client.post("/infer", json=request_body(f"u{i}", query, exact=True))
             assert response.status_code == 200
             assert_exact(str_catalogue, query, response.json()["recommendations"], 10)
 
 
-def test_ann_recall_over_http_meets_the_stated_bound(
-    server: tuple[str, subprocess.Popen[bytes]], str_catalogue: Catalogue
-) -> None:
+def test_ann_recall_over_http_meets_the_stated_bound(server: Server, str_catalogue: Catalogue) -> None:
     """Bound: the manifest's held-out recall@10 minus 0.03, over 300 queries the builder never saw."""
-    base, _ = server
     queries = str_catalogue.test_queries[:300]
-    with httpx.Client(base_url=base) as client:
+    with httpx.Client(base_url=server.base) as client:
         stated = client.get("/index").json()["recall_at_k"]
         answers = [client.post("/infer", json=request_body(f"u{i}", q)).json() for i, q in enumerate(queries)]
         batch = client.post("/batch", json=[request_body(f"u{i}", q) for i, q in enumerate(queries)]).json()
@@ -165,10 +100,8 @@ def test_ann_recall_over_http_meets_the_stated_bound(
     assert batch == answers
 
 
-def test_concurrent_clients_and_bad_requests_leave_the_server_up(
-    server: tuple[str, subprocess.Popen[bytes]], str_catalogue: Catalogue
-) -> None:
-    base, process = server
+def test_concurrent_clients_and_bad_requests_leave_the_server_up(server: Server, str_catalogue: Catalogue) -> None:
+    base, process = server.base, server.process
     bodies = [request_body(f"u{i}", q) for i, q in enumerate(str_catalogue.test_queries[:64])]
 
     def call(i: int) -> int:
@@ -189,81 +122,31 @@ def test_concurrent_clients_and_bad_requests_leave_the_server_up(
 def test_sigterm_shuts_down_gracefully(hnsw_root: Path, tmp_path: Path) -> None:
     """A separate single-worker server: SIGTERM runs the lifespan shutdown, then uvicorn re-raises the signal
     (exit -15), as it does for any server it runs in-process; a --workers N supervisor exits 0."""
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [*serve_command(), "--index-root", str(hnsw_root), "--port", str(port), "--workers", "1"]
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
-        assert "Application shutdown complete" in log_path.read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    with running_server(hnsw_root, tmp_path, workers=1) as single:
+        assert single.stop() in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in single.log()
 
 
 def test_python_dash_m_api_with_two_workers(hnsw_root: Path, tmp_path: Path) -> None:
     """`python -m api --workers 2` (no console script): the workers must unpickle the uvicorn config, so it cannot
     be a class defined in api/__main__.py. Also runs the pure-Python stack (h11, asyncio) that --http/--loop pick,
     with one listening socket shared by the workers (RECSYS_REUSE_PORT=0)."""
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RECSYS_REUSE_PORT": "0"}
-    stack = ["--http", "h11", "--loop", "asyncio"]
-    command = [
-        sys.executable,
-        "-m",
-        "api",
-        "--index-root",
-        str(hnsw_root),
-        "--port",
-        str(port),
-        "--workers",
-        "2",
-        *stack,
-    ]
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        ready = False
-        while not ready and time.monotonic() < deadline and process.poll() is None:
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1.0).status_code == 200
-            except httpx.TransportError:
-                time.sleep(0.2)
-        assert ready, log_path.read_text()[-3000:]
-        assert len(worker_pids(process.pid)) == 2
-        shared = listeners_per_worker(process.pid, port)
+    command = [sys.executable, "-m", "api", "--http", "h11", "--loop", "asyncio"]
+    with running_server(hnsw_root, tmp_path, 2, command=command, RECSYS_REUSE_PORT="0") as dash_m:
+        assert len(dash_m.workers()) == 2
+        shared = listeners_per_worker(dash_m)
         assert len(shared) == 2 and len(shared[0]) == 1 and shared[0] == shared[1]
         query = {"name": "u", "vector": [0.1] * layout.read_manifest(layout.resolve_current(hnsw_root)).dim}
-        answer = httpx.post(f"http://127.0.0.1:{port}/infer", json=query, timeout=10.0)
+        answer = httpx.post(f"{dash_m.base}/infer", json=query, timeout=10.0)
         assert answer.status_code == 200 and len(answer.json()["recommendations"]) == 10
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        assert dash_m.stop() == 0
 
 
-def test_supervisor_exits_0_on_sigterm(server: tuple[str, subprocess.Popen[bytes]]) -> None:
-    """Runs last in this module: stops the shared 2-worker server and checks its workers are gone too."""
-    _, process = server
-    workers = worker_pids(process.pid)
+def test_supervisor_exits_0_on_sigterm(server: Server) -> None:
+    """Stops the shared 2-worker server and checks its workers are gone too (the tests after it start their own)."""
+    workers = server.workers()
     assert len(workers) == 2
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 0
+    assert server.stop() == 0
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
 
 

@@ -14,7 +14,6 @@ import shutil
 import sys
 import tempfile
 from collections.abc import MutableMapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from uvicorn.config import LOGGING_CONFIG, STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from api.logging_setup import with_format
-from api.settings import HTTP_IMPLEMENTATIONS, LOG_LEVELS, LOOP_IMPLEMENTATIONS, Settings, SettingsError
+from api.settings import HTTP_IMPLEMENTATIONS, LOG_LEVELS, LOOP_IMPLEMENTATIONS, PREFIX, Settings, SettingsError
 from api.tcp_config import TcpConfig, reuse_port_workers
 from index_format.layout import FormatError
 
@@ -51,24 +50,34 @@ def _parser() -> argparse.ArgumentParser:
     access = parser.add_mutually_exclusive_group()
     access.add_argument("--access-log", dest="access_log", action="store_true", default=None, help="log requests")
     access.add_argument("--no-access-log", dest="access_log", action="store_false", help="(default)")
-    parser.add_argument("--bench-floor", action="store_true", default=None, help="add POST /_floor (load tests)")
     return parser
 
 
+CLI_SETTINGS = ("index_root", "host", "port", "workers", "log_level", "http", "loop", "access_log")
+
+
 def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
-    """Environment first, then any flag given on the command line."""
-    settings = Settings.from_env(environ)
-    overrides = {
-        name: getattr(args, name)
-        for name in ("index_root", "host", "port", "workers", "log_level", "http", "loop", "access_log", "bench_floor")
-        if getattr(args, name) is not None
-    }
-    settings = replace(settings, **overrides)
-    if not 0 <= settings.port <= 65535:
-        raise SettingsError(f"--port {settings.port}: must be between 0 and 65535")
-    if settings.workers < 1:
-        raise SettingsError(f"--workers {settings.workers}: must be at least 1")
-    return settings
+    """Environment first, then any flag given on the command line; flags are checked by the same parsers as the
+    RECSYS_* variables (api/settings.py), so both accept exactly the same values."""
+    flags = {}
+    for name in CLI_SETTINGS:
+        value = getattr(args, name)
+        if value is not None:
+            text = ("1" if value else "0") if isinstance(value, bool) else str(value)
+            flags[PREFIX + name.upper()] = text
+    try:
+        return Settings.from_env({**environ, **flags})
+    except SettingsError as error:
+        flag = _flag_of(str(error), flags)
+        raise SettingsError(f"--{flag}: {error}" if flag else str(error)) from None
+
+
+def _flag_of(message: str, flags: dict[str, str]) -> str:
+    """The command-line flag behind a settings error, if the bad value came from one."""
+    for key in flags:
+        if message.startswith(key + "="):
+            return key[len(PREFIX) :].lower().replace("_", "-")
+    return ""
 
 
 def run_server(settings: Settings, log_level: str) -> bool:

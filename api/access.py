@@ -18,14 +18,14 @@ from collections.abc import Sequence
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import errors
+from api import responses
 from api.index_state import IndexHolder
 from api.logging_setup import REQUEST_ID
 from api.metrics import Metrics
 
 ACCESS_LOG = logging.getLogger("api.access")
 REQUEST_ID_HEADER = b"x-request-id"
-VERSION_HEADER = errors.VERSION_HEADER.lower().encode("latin-1")
+VERSION_HEADER = responses.VERSION_HEADER.lower().encode("latin-1")
 VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -98,6 +98,7 @@ class AccessMiddleware:
             status = int(str(outcome["status"]))
             endpoint = self.endpoint_of(scope)
             self.metrics.request_done(endpoint, scope["method"], status, seconds)
+            self.metrics.flush_soon()
             if self.access_log:
                 client = scope.get("client")
                 ACCESS_LOG.info(

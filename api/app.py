@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from api.endpoints import Endpoints
 from api.errors import EXCEPTION_HANDLERS
 from api.feature_endpoints import SimilarEndpoints
+from api.hot_routes import Handler, HotRoutes
 from api.index_state import IndexHolder, load_index
 from api.metrics import MULTIPROC_ENV
 from api.operations import Operations
@@ -23,8 +25,22 @@ from index_format.layout import FormatError
 LOG = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """Parameters: settings — read from the RECSYS_* environment variables when None (how uvicorn calls it)."""
+class ServiceApp(Starlette):
+    """Starlette with the service's own layers outside its middleware stack: Starlette's error middleware and
+    router then cost only the requests that reach them, not the hot routes (api/hot_routes.py)."""
+
+    def __init__(self, wrap: Callable[[ASGIApp], ASGIApp], **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.wrap = wrap
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self.wrap(super().build_middleware_stack())
+
+
+def create_app(settings: Settings | None = None, extra_hot_routes: Mapping[str, Handler] | None = None) -> Starlette:
+    """Parameters: settings — read from the RECSYS_* environment variables when None (how uvicorn calls it);
+    extra_hot_routes — more POST routes answered like /infer (benchmarks add a fixed answer to measure the service's
+    own layers; the production app has none)."""
     if settings is None:
         settings = Settings.from_env(os.environ)
     for name in unknown_variables(os.environ):
@@ -49,24 +65,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
         holder.current = None
 
     routes = [
-        Route("/infer", endpoints.infer, methods=["POST"]),
-        Route("/batch", endpoints.batch, methods=["POST"]),
+        Route("/infer", endpoints.infer_route, methods=["POST"]),
+        Route("/batch", endpoints.batch_route, methods=["POST"]),
         Route("/similar", similar.similar, methods=["POST"]),
         Route("/similar/batch", similar.batch, methods=["POST"]),
         Route("/healthz", endpoints.healthz, methods=["GET"]),
         Route("/readyz", endpoints.readyz, methods=["GET"]),
         Route("/index", endpoints.index, methods=["GET"]),
         Route("/openapi.json", endpoints.openapi, methods=["GET"]),
+        *ops.routes(),
     ]
-    if settings.bench_floor:
-        routes.append(Route("/_floor", endpoints.floor, methods=["POST"]))
-    routes.extend(ops.routes())
-    app = Starlette(
-        routes=routes,
-        middleware=ops.middleware(routes),
-        exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=lifespan,
-    )
+    hot = {"/infer": endpoints.infer, "/batch": endpoints.batch, **(extra_hot_routes or {})}
+
+    def wrap(starlette_stack: ASGIApp) -> ASGIApp:
+        return ops.wrap(HotRoutes(starlette_stack, hot, holder, settings.max_body_bytes), routes)
+
+    app = ServiceApp(wrap, routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
     app.state.holder = holder
     app.state.settings = settings
     app.state.ops = ops

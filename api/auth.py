@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import json_response
+from api.responses import json_response
 from api.settings import Settings, SettingsError
 
 if TYPE_CHECKING:  # the supervisor imports this module to check key files: not prometheus, faiss or numpy

@@ -12,9 +12,10 @@ import asyncio
 
 from api.index_state import LoadedIndex
 from api.schemas import SearchRequest
-from api.service import Recommendation, SearchPolicy, recommend
+from api.service import Recommendation, recommend
+from index_format.plan import SearchPlan
 
-Pending = tuple[LoadedIndex, SearchRequest, SearchPolicy, "asyncio.Future[list[Recommendation]]"]
+Pending = tuple[LoadedIndex, SearchRequest, SearchPlan, "asyncio.Future[list[Recommendation]]"]
 
 # Most requests searched per turn: faiss's gain from batching levels off by 16 (IVF 35k q/s at 16, 36k at 64), and
 # answering in slices lets the loop send the first answers before searching the rest.
@@ -30,12 +31,10 @@ class Coalescer:
         self.batches = 0  # searches run, for tests and logs
         self.requests = 0
 
-    async def recommend(
-        self, loaded: LoadedIndex, request: SearchRequest, policy: SearchPolicy
-    ) -> list[Recommendation]:
+    async def recommend(self, loaded: LoadedIndex, request: SearchRequest, plan: SearchPlan) -> list[Recommendation]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Recommendation]] = loop.create_future()
-        self.pending.append((loaded, request, policy, future))
+        self.pending.append((loaded, request, plan, future))
         if not self.scheduled:
             self.scheduled = True
             loop.call_soon(self._flush)
@@ -50,11 +49,11 @@ class Coalescer:
         for item in pending:
             by_index.setdefault(id(item[0]), []).append(item)
         for items in by_index.values():
-            loaded, _, policy, _ = items[0]
+            loaded = items[0][0]
             self.batches += 1
             self.requests += len(items)
             try:
-                answers = recommend(loaded, [request for _, request, _, _ in items], policy)
+                answers = recommend(loaded, [request for _, request, _, _ in items], [plan for _, _, plan, _ in items])
             except Exception as exc:  # a bug: fail these requests (500), not the event loop
                 for *_, future in items:
                     if not future.done():

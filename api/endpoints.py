@@ -1,26 +1,33 @@
-"""HTTP handlers: read and validate the body, search (inline or in the thread pool), encode with orjson."""
+"""/infer and /batch (and the small GET routes): validate, plan, search inline or in the thread pool, encode.
+
+`infer` and `batch` take the decoded JSON body and return the encoded answer with the index version that computed
+it: api/hot_routes.py calls them straight from ASGI (no Starlette request or response object on the hot path), and
+the Starlette routes below wrap them for anything that reaches the router.
+"""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from api.coalescer import Coalescer
-from api.errors import VERSION_HEADER, json_bytes, json_response, versioned
 from api.feature_endpoints import grouped_batch, grouped_infer
 from api.grouping import wants_groups
 from api.index_state import IndexHolder, LoadedIndex
 from api.jsonbody import read_json
 from api.metrics import Metrics
 from api.openapi import openapi_spec
+from api.responses import VERSION_HEADER, json_bytes, json_response, versioned
 from api.schemas import SearchRequest, parse_batch, parse_infer
-from api.service import SearchPolicy, is_light, recommend
+from api.service import all_inline, plan_requests, recommend
 from api.settings import Settings
+from index_format.plan import SearchPlan
 
-FLOOR_ANSWER = json_bytes({"name": "floor", "recommendations": [{"id": f"p{i}", "score": 1.0} for i in range(10)]})
+Answer = tuple[bytes, str]  # encoded JSON body, index version
 
 
 class Endpoints:
@@ -32,41 +39,45 @@ class Endpoints:
         self.metrics = metrics  # search time, batch sizes and query kinds (api/metrics.py)
         self.coalescer = Coalescer() if settings.coalesce else None
 
-    async def infer(self, request: Request) -> Response:
+    async def infer(self, raw: Any) -> Answer:
         loaded = self.holder.serving()
-        raw = await read_json(request, self.settings.max_body_bytes)
         if wants_groups(raw):  # per-category top-n (api/grouping.py)
             return await grouped_infer(loaded, raw, self.settings, self.metrics)
         parsed = parse_infer(raw, loaded.rules)
-        policy = SearchPolicy.of(self.settings, loaded)
         started = time.perf_counter()
-        light = is_light(loaded, parsed, policy)
-        if light and self.coalescer is not None:
-            recommendations = await self.coalescer.recommend(loaded, parsed, policy)
+        plans = plan_requests(loaded, [parsed])
+        if plans[0].inline and self.coalescer is not None:
+            recommendations = await self.coalescer.recommend(loaded, parsed, plans[0])
             body = json_bytes({"name": parsed.name, "recommendations": recommendations})
-        elif light:
-            body = _encode_infer(loaded, parsed, policy)
+        elif plans[0].inline:
+            body = _encode_infer(loaded, parsed, plans)
         else:
-            body = await run_in_threadpool(_encode_infer, loaded, parsed, policy)
+            body = await run_in_threadpool(_encode_infer, loaded, parsed, plans)
         if self.metrics is not None:
-            self.metrics.searched("/infer", loaded, [parsed], time.perf_counter() - started)
-        return versioned(body, loaded.version)
+            self.metrics.record_search("/infer", time.perf_counter() - started, (plans[0].kind,), None)
+        return body, loaded.version
 
-    async def batch(self, request: Request) -> Response:
+    async def batch(self, raw: Any) -> Answer:
         loaded = self.holder.serving()
-        body = await read_json(request, self.settings.max_body_bytes)
-        if wants_groups(body):  # some items group by a category (api/grouping.py)
-            return await grouped_batch(loaded, body, self.settings, self.metrics)
-        parsed = parse_batch(body, loaded.rules, self.settings.max_batch)
-        policy = SearchPolicy.of(self.settings, loaded)
+        if wants_groups(raw):  # some items group by a category (api/grouping.py)
+            return await grouped_batch(loaded, raw, self.settings, self.metrics)
+        parsed = parse_batch(raw, loaded.rules, self.settings.max_batch)
         started = time.perf_counter()
-        if len(parsed) == 1 and is_light(loaded, parsed[0], policy):
-            encoded = _encode_batch(loaded, parsed, policy)
+        plans = plan_requests(loaded, parsed)
+        if all_inline(plans):
+            body = _encode_batch(loaded, parsed, plans)
         else:
-            encoded = await run_in_threadpool(_encode_batch, loaded, parsed, policy)
+            body = await run_in_threadpool(_encode_batch, loaded, parsed, plans)
         if self.metrics is not None:
-            self.metrics.searched("/batch", loaded, parsed, time.perf_counter() - started)
-        return versioned(encoded, loaded.version)
+            kinds = [plan.kind for plan in plans]
+            self.metrics.record_search("/batch", time.perf_counter() - started, kinds, len(parsed))
+        return body, loaded.version
+
+    async def infer_route(self, request: Request) -> Response:
+        return versioned(*await self.infer(await read_json(request, self.settings.max_body_bytes)))
+
+    async def batch_route(self, request: Request) -> Response:
+        return versioned(*await self.batch(await read_json(request, self.settings.max_body_bytes)))
 
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "alive"})
@@ -82,19 +93,14 @@ class Endpoints:
     async def openapi(self, request: Request) -> Response:
         return json_response(openapi_spec(self.settings, self.holder.current))
 
-    async def floor(self, request: Request) -> Response:
-        """Load-test baseline: the same HTTP stack and body read as /infer, a fixed answer and no search."""
-        await request.body()
-        return Response(FLOOR_ANSWER, media_type="application/json")
 
-
-def _encode_infer(loaded: LoadedIndex, parsed: SearchRequest, policy: SearchPolicy) -> bytes:
-    recommendations = recommend(loaded, [parsed], policy)[0]
+def _encode_infer(loaded: LoadedIndex, parsed: SearchRequest, plans: list[SearchPlan]) -> bytes:
+    recommendations = recommend(loaded, [parsed], plans)[0]
     return json_bytes({"name": parsed.name, "recommendations": recommendations})
 
 
-def _encode_batch(loaded: LoadedIndex, parsed: list[SearchRequest], policy: SearchPolicy) -> bytes:
-    answers = recommend(loaded, parsed, policy)
+def _encode_batch(loaded: LoadedIndex, parsed: list[SearchRequest], plans: list[SearchPlan]) -> bytes:
+    answers = recommend(loaded, parsed, plans)
     return json_bytes(
         [
             {"name": request.name, "recommendations": recommendations}

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
-import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+
+from api.responses import json_response
 
 LOG = logging.getLogger(__name__)
 
@@ -28,26 +28,6 @@ class ApiError(Exception):
 
 def problem(loc: list[str | int], msg: str, kind: str = "value_error") -> Problem:
     return {"loc": loc, "msg": msg, "type": kind}
-
-
-def json_bytes(payload: Any) -> bytes:
-    """orjson, falling back to ASCII-escaped stdlib JSON for text orjson refuses (lone surrogates a client sent)."""
-    try:
-        return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-    except TypeError:
-        return json.dumps(payload, ensure_ascii=True, default=str).encode("ascii")
-
-
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json_bytes(payload), status_code=status, headers=headers, media_type="application/json")
-
-
-VERSION_HEADER = "X-Index-Version"  # the index version that answered (api/access.py adds it where missing)
-
-
-def versioned(body: bytes, version: str) -> Response:
-    """An encoded JSON answer naming the index version it was computed on."""
-    return Response(body, media_type="application/json", headers={VERSION_HEADER: version})
 
 
 async def api_error_handler(request: Request, exc: Exception) -> Response:

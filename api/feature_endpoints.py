@@ -13,37 +13,49 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.errors import json_bytes, versioned
-from api.grouping import GroupTuning, batch_bodies, grouped_body, parse_grouped_infer, parse_mixed_batch
+from api.grouping import (
+    GroupTuning,
+    batch_bodies,
+    grouped_body,
+    parse_grouped_infer,
+    parse_mixed_batch,
+    plan_grouped,
+    plan_items,
+)
 from api.index_state import IndexHolder, LoadedIndex
 from api.jsonbody import read_json
-from api.metrics import Metrics, query_kind
-from api.service import SearchPolicy
+from api.metrics import Metrics
+from api.responses import json_bytes, versioned
 from api.settings import Settings
 from api.similar import SimilarRequest, StoredCache, parse_similar, parse_similar_batch, similar_bodies
 
 
-async def grouped_infer(loaded: LoadedIndex, body: Any, settings: Settings, metrics: Metrics | None) -> Response:
-    """/infer with group_by (the body is already read and is a JSON object using a grouping field)."""
+async def grouped_infer(
+    loaded: LoadedIndex, body: Any, settings: Settings, metrics: Metrics | None
+) -> tuple[bytes, str]:
+    """/infer with group_by (the body is already read and is a JSON object using a grouping field): the encoded
+    answer and the index version."""
     request, spec = parse_grouped_infer(body, loaded.rules)
-    policy, tuning = SearchPolicy.of(settings, loaded), GroupTuning.of(settings)
+    plan = plan_grouped(loaded, request, spec, GroupTuning.of(settings))
     started = time.perf_counter()
-    answer = await run_in_threadpool(lambda: json_bytes(grouped_body(loaded, request, spec, policy, tuning)))
+    answer = await run_in_threadpool(lambda: json_bytes(grouped_body(loaded, request, spec, plan)))
     if metrics is not None:
-        metrics.record_search("/infer", time.perf_counter() - started, ["grouped"], None)
-    return versioned(answer, loaded.version)
+        metrics.record_search("/infer", time.perf_counter() - started, [plan.kind], None)
+    return answer, loaded.version
 
 
-async def grouped_batch(loaded: LoadedIndex, body: list[Any], settings: Settings, metrics: Metrics | None) -> Response:
+async def grouped_batch(
+    loaded: LoadedIndex, body: list[Any], settings: Settings, metrics: Metrics | None
+) -> tuple[bytes, str]:
     """/batch in which at least one item uses a grouping field; the others are answered as usual."""
     items = parse_mixed_batch(body, loaded.rules, settings.max_batch)
-    policy, tuning = SearchPolicy.of(settings, loaded), GroupTuning.of(settings)
+    plans = plan_items(loaded, items, GroupTuning.of(settings))
     started = time.perf_counter()
-    answer = await run_in_threadpool(lambda: json_bytes(batch_bodies(loaded, items, policy, tuning)))
+    answer = await run_in_threadpool(lambda: json_bytes(batch_bodies(loaded, items, plans)))
     if metrics is not None:
-        kinds = ["grouped" if spec is not None else query_kind(request, loaded) for request, spec in items]
+        kinds = [plan.kind for plan in plans]
         metrics.record_search("/batch", time.perf_counter() - started, kinds, len(items))
-    return versioned(answer, loaded.version)
+    return answer, loaded.version
 
 
 class SimilarEndpoints:
@@ -77,6 +89,5 @@ class SimilarEndpoints:
             self.metrics.record_search(endpoint, time.perf_counter() - started, ["similar"] * count, batch)
 
     def _encode(self, loaded: LoadedIndex, parsed: list[SimilarRequest], batch: bool) -> bytes:
-        policy = SearchPolicy.of(self.settings, loaded)
-        answers = similar_bodies(loaded, parsed, policy, self.stored.of(loaded.reader), batch)
+        answers = similar_bodies(loaded, parsed, self.stored.of(loaded.reader), batch)
         return json_bytes(answers if batch else answers[0])

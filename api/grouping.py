@@ -30,9 +30,10 @@ import numpy.typing as npt
 from api.errors import ApiError, Problem, problem
 from api.index_state import LoadedIndex
 from api.schemas import RequestRules, SearchRequest, parse_batch, parse_infer
-from api.service import Recommendation, SearchPolicy, raised_effort, recommend
+from api.service import Recommendation, recommend
 from api.settings import Settings
 from index_format.grouped_scan import Group, grouped_scan, select_groups
+from index_format.plan import SearchPlan, grouped_scan_is_exact, plan_search
 from index_format.reader import IndexReader
 from index_format.stored import StoredVectors
 
@@ -168,13 +169,43 @@ def _count(
 # ---- search ----------------------------------------------------------------------------------------------------
 
 
-def grouped_body(
-    loaded: LoadedIndex, request: SearchRequest, spec: GroupSpec, policy: SearchPolicy, tuning: GroupTuning
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class GroupPlan:
+    """How one grouped request is searched, decided once (`plan_grouped`)."""
+
+    exact: bool  # one exact grouped scan of the allowed rows; else categories found by an over-fetched ANN search
+    allowed: I64 | None  # the filter's rows (None: every row); empty: nothing can qualify
+    excluded: I64
+    fetch: SearchPlan | None  # the over-fetch of the approximate path
+    tuning: GroupTuning
+    kind: str = "grouped"
+
+
+def plan_grouped(loaded: LoadedIndex, request: SearchRequest, spec: GroupSpec, tuning: GroupTuning) -> GroupPlan:
+    engine = loaded.engine
+    allowed = engine.allowed_rows(request)
+    excluded = engine.excluded_rows(request.exclude)
+    exact = grouped_scan_is_exact(engine.reader, engine.policy, request.exact, allowed, tuning.exact_budget)
+    if exact or (allowed is not None and allowed.size == 0):
+        return GroupPlan(True, allowed, excluded, None, tuning)
+    wanted = max(tuning.min_fetch, tuning.fetch_per_item * spec.groups * spec.group_size)
+    fetch = plan_search(engine.reader, engine.policy, wanted, allowed=allowed, excluded=excluded, params=request.params)
+    return GroupPlan(False, allowed, excluded, fetch, tuning)
+
+
+def plan_items(loaded: LoadedIndex, items: list[Item], tuning: GroupTuning) -> list[SearchPlan | GroupPlan]:
+    """The plan of each /batch item: grouped items get a group plan, the others a search plan."""
+    return [
+        loaded.engine.plan(request) if spec is None else plan_grouped(loaded, request, spec, tuning)
+        for request, spec in items
+    ]
+
+
+def grouped_body(loaded: LoadedIndex, request: SearchRequest, spec: GroupSpec, plan: GroupPlan) -> dict[str, Any]:
     """The response object of one grouped request."""
     reader = loaded.reader
     names = reader.manifest.metadata[spec.field]
-    found = search_groups(loaded, request, spec, policy, tuning)
+    found = search_groups(loaded, request, spec, plan)
     return {
         "name": request.name,
         "group_by": spec.field,
@@ -184,41 +215,30 @@ def grouped_body(
     }
 
 
-def batch_bodies(
-    loaded: LoadedIndex, items: list[Item], policy: SearchPolicy, tuning: GroupTuning
-) -> list[dict[str, Any]]:
+def batch_bodies(loaded: LoadedIndex, items: list[Item], plans: list[SearchPlan | GroupPlan]) -> list[dict[str, Any]]:
     """Responses of a mixed /batch, in order: plain items are searched together as usual, grouped ones one by one."""
     plain = [position for position, (_, spec) in enumerate(items) if spec is None]
-    answers = recommend(loaded, [items[p][0] for p in plain], policy)
+    plain_plans = [plans[p] for p in plain]
+    assert all(isinstance(plan, SearchPlan) for plan in plain_plans)
+    answers = recommend(loaded, [items[p][0] for p in plain], plain_plans)  # type: ignore[arg-type]
     out: list[dict[str, Any]] = [{} for _ in items]
     for position, recommendations in zip(plain, answers, strict=True):
         out[position] = {"name": items[position][0].name, "recommendations": recommendations}
-    for position, (request, spec) in enumerate(items):
-        if spec is not None:
-            out[position] = grouped_body(loaded, request, spec, policy, tuning)
+    for position, ((request, spec), plan) in enumerate(zip(items, plans, strict=True)):
+        if spec is not None and isinstance(plan, GroupPlan):
+            out[position] = grouped_body(loaded, request, spec, plan)
     return out
 
 
-def search_groups(
-    loaded: LoadedIndex, request: SearchRequest, spec: GroupSpec, policy: SearchPolicy, tuning: GroupTuning
-) -> list[Group]:
-    reader = loaded.reader
-    allowed = loaded.filters.allowed_rows(request.filter) if request.filter is not None else None
+def search_groups(loaded: LoadedIndex, request: SearchRequest, spec: GroupSpec, plan: GroupPlan) -> list[Group]:
+    allowed = plan.allowed
     if allowed is not None and allowed.size == 0:
         return []
-    excluded = _rows_of(reader, request.exclude)
-    available = reader.count if allowed is None else int(allowed.size)
-    exact = (
-        request.exact
-        or reader.family == "flat"
-        or available * reader.dim <= tuning.exact_budget
-        or (allowed is not None and policy.filter_is_exact(available, reader.count, reader.dim))
-    )
-    if not exact:
-        candidates = _candidate_rows(loaded, request, spec, policy, tuning, allowed, excluded, available)
+    if plan.fetch is not None:
+        candidates = _candidate_rows(loaded, request, spec, plan.fetch, plan.tuning, allowed)
         if candidates is not None:
             allowed = candidates
-    return exact_groups(reader, request.vector, spec, allowed, excluded)
+    return exact_groups(loaded.reader, request.vector, spec, allowed, plan.excluded)
 
 
 def exact_groups(reader: IndexReader, q: F32, spec: GroupSpec, allowed: I64 | None, excluded: I64) -> list[Group]:
@@ -242,28 +262,17 @@ def _candidate_rows(
     loaded: LoadedIndex,
     request: SearchRequest,
     spec: GroupSpec,
-    policy: SearchPolicy,
+    fetch: SearchPlan,
     tuning: GroupTuning,
     allowed: I64 | None,
-    excluded: I64,
-    available: int,
 ) -> I64 | None:
     """Rows of the categories the over-fetched ANN search ranks best, or None (scan everything) when the hits name
     fewer than `groups` categories or those categories hold most of the rows."""
     reader = loaded.reader
-    fetch = min(available, max(tuning.min_fetch, tuning.fetch_per_item * spec.groups * spec.group_size) + excluded.size)
-    params = reader.default_params()
-    if allowed is not None:
-        params = raised_effort(params, allowed.size / reader.count, policy.param_limits)
-    params.update(request.params)
-    found = reader.search(request.vector[None, :], fetch, params=params, allowed=allowed)
-    rows, scores = found.rows[0], found.scores[0]
-    keep = rows >= 0
-    if excluded.size:
-        keep &= ~np.isin(rows, excluded)
-    rows, scores = rows[keep], scores[keep]
+    hits = loaded.engine.search([request], [fetch])[0]
+    rows = hits.rows
     codes = np.asarray(reader.metadata_codes[spec.field])[rows]
-    rows, scores, codes = rows[codes >= 0], scores[codes >= 0], codes[codes >= 0]
+    rows, codes = rows[codes >= 0], codes[codes >= 0]
     # Hits are best first, so a category's first hit is its best: rank categories by first appearance.
     distinct, first = np.unique(codes, return_index=True)
     ranked = distinct[np.argsort(first, kind="stable")][: tuning.candidate_factor * spec.groups]
@@ -273,16 +282,10 @@ def _candidate_rows(
     candidate = loaded.filters.fields[spec.field].rows(tuple(names[c] for c in ranked.tolist()))
     if allowed is not None:
         candidate = np.intersect1d(candidate, allowed, assume_unique=True)
+    available = reader.count if allowed is None else allowed.size
     if candidate.size > tuning.candidate_fraction * available:
         return None
     return candidate
-
-
-def _rows_of(reader: IndexReader, ids: tuple[int | str, ...]) -> I64:
-    if not ids:
-        return np.empty(0, dtype=np.int64)
-    rows = reader.rows_of_ids(list(ids))
-    return np.unique(rows[rows >= 0])
 
 
 def _recommendations(reader: IndexReader, group: Group) -> list[Recommendation]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,12 @@ import faiss
 
 from api.categories import category_counts
 from api.errors import ApiError
-from api.filters import FilterTable
 from api.schemas import RequestRules
 from api.settings import Settings
 from index_format import layout
+from index_format.engine import SearchIndex
+from index_format.filters import FilterTable
+from index_format.plan import INLINE_WORK, SearchPolicy
 from index_format.reader import IndexReader
 
 LOG = logging.getLogger(__name__)
@@ -25,14 +28,25 @@ LOG = logging.getLogger(__name__)
 class LoadedIndex:
     """Everything a request needs from one index version; a request reads the holder once and uses only this."""
 
-    reader: IndexReader
+    engine: SearchIndex  # the reader, its filter table and the search policy (built once per load)
     rules: RequestRules
-    filters: FilterTable
     warm_seconds: float
     version: str = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "version", self.reader.manifest.version)
+
+    @property
+    def reader(self) -> IndexReader:
+        return self.engine.reader
+
+    @property
+    def filters(self) -> FilterTable:
+        return self.engine.filters
+
+    @property
+    def policy(self) -> SearchPolicy:
+        return self.engine.policy
 
     def describe(self, settings: Settings) -> dict[str, Any]:
         """The body of GET /index."""
@@ -107,7 +121,7 @@ def load_index(settings: Settings, version_dir: Path | None = None) -> LoadedInd
         max_k=settings.max_k,
         max_exclude=settings.max_exclude,
     )
-    filters = FilterTable(reader.metadata_codes, reader.manifest.metadata)
+    engine = SearchIndex.of(reader, search_policy(settings, rules.param_limits))
     LOG.info(
         "serving index %s (%s, %d×%d, %s) from %s: opened in %.2fs%s, warmed in %.2fs",
         reader.manifest.version,
@@ -120,7 +134,17 @@ def load_index(settings: Settings, version_dir: Path | None = None) -> LoadedInd
         " with checksums verified" if settings.verify_checksums else " WITHOUT checksum verification",
         warm_seconds,
     )
-    return LoadedIndex(reader, rules, filters, warm_seconds)
+    return LoadedIndex(engine, rules, warm_seconds)
+
+
+def search_policy(settings: Settings, param_limits: Mapping[str, int]) -> SearchPolicy:
+    return SearchPolicy(
+        filter_exact_fraction=settings.filter_exact_fraction,
+        filter_exact_budget=settings.filter_exact_budget,
+        group_exact_budget=settings.group_exact_budget,
+        inline_work=INLINE_WORK,
+        param_limits=param_limits,
+    )
 
 
 def open_reader(version_dir: Path, verify: bool) -> IndexReader:

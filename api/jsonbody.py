@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
+from starlette.types import Receive, Scope
 
 from api.errors import ApiError
 
@@ -28,22 +29,41 @@ class NonFinite:
         return self.literal
 
 
+class Disconnected(Exception):
+    """The client went away before its body was read: there is nobody to answer."""
+
+
 async def read_json(request: Request, max_bytes: int) -> Any:
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";", 1)[0].strip().lower() != "application/json":
-        shown = content_type or "none"
+    return await read_json_asgi(request.scope, request.receive, max_bytes)
+
+
+async def read_json_asgi(scope: Scope, receive: Receive, max_bytes: int) -> Any:
+    """The decoded JSON body of an ASGI request; ApiError 415 / 413 / 400 for what a client got wrong."""
+    content_type = declared = b""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value
+        elif name == b"content-length":
+            declared = value
+    if content_type.split(b";", 1)[0].strip().lower() != b"application/json":
+        shown = content_type.decode("latin-1") or "none"
         raise ApiError(415, f"Content-Type must be application/json (got {shown})")
-    declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise ApiError(413, f"request body of {int(declared)} bytes is over the limit of {max_bytes} bytes")
     chunks = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise Disconnected()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
             raise ApiError(413, f"request body is over the limit of {max_bytes} bytes")
         chunks.append(chunk)
-    return decode(b"".join(chunks))
+        if not message.get("more_body", False):
+            break
+    return decode(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
 
 def decode(body: bytes) -> Any:

@@ -15,8 +15,8 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import json_response
 from api.metrics import Metrics
+from api.responses import json_response
 
 LOG = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class LimitsMiddleware:
         self.retry_after = str(retry_after)
         self.metrics = metrics
         self.busy = 0
+        metrics.track_in_flight(lambda: self.busy)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or is_exempt(scope["path"]):
@@ -51,7 +52,6 @@ class LimitsMiddleware:
             await self._answer(scope, receive, send, 503, message)
             return
         self.busy += 1
-        self.metrics.in_flight.inc()
         if self.timeout <= 0:
             try:
                 await self.app(scope, receive, send)
@@ -100,7 +100,6 @@ class LimitsMiddleware:
 
     def _release(self) -> None:
         self.busy -= 1
-        self.metrics.in_flight.dec()
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
         response = json_response({"detail": message}, status, {"Retry-After": self.retry_after})

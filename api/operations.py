@@ -13,18 +13,18 @@ import os
 from collections.abc import Sequence
 
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from api.access import AccessMiddleware
 from api.auth import AuthMiddleware, key_sets
-from api.errors import json_response
 from api.hot_swap import Reloader
 from api.index_state import IndexHolder, load_index
 from api.limits import LimitsMiddleware
 from api.metrics import CONTENT_TYPE, Metrics
+from api.responses import json_response
 from api.settings import Settings
 
 
@@ -45,24 +45,14 @@ class Operations:
             Route("/admin/reload", self.reload_endpoint, methods=["POST"]),
         ]
 
-    def middleware(self, routes: Sequence[BaseRoute]) -> list[Middleware]:
-        """Each layer costs every request a few µs: API-key checks are only added when keys are configured."""
+    def wrap(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> ASGIApp:
+        """The operational layers around the app, outermost first: access (request id, index version header,
+        metrics, access log) → API keys (only when configured: each layer costs every request) → limits."""
         s = self.settings
-        access = Middleware(
-            AccessMiddleware, routes=routes, holder=self.holder, metrics=self.metrics, access_log=s.access_log
-        )
-        auth = [Middleware(AuthMiddleware, users=self.users, admins=self.admins, metrics=self.metrics)]
-        return [
-            access,
-            *(auth if self.users.configured or self.admins.configured else []),
-            Middleware(
-                LimitsMiddleware,
-                max_concurrency=s.max_concurrency,
-                timeout=s.request_timeout,
-                retry_after=s.retry_after,
-                metrics=self.metrics,
-            ),
-        ]
+        limited = LimitsMiddleware(app, s.max_concurrency, s.request_timeout, s.retry_after, self.metrics)
+        if self.users.configured or self.admins.configured:
+            limited = AuthMiddleware(limited, self.users, self.admins, self.metrics)  # type: ignore[assignment]
+        return AccessMiddleware(limited, routes, self.holder, self.metrics, s.access_log)
 
     async def started(self) -> None:
         """After the lifespan loaded the index: record it, start following ROOT/current."""

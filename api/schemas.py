@@ -17,14 +17,14 @@ import numpy.typing as npt
 
 from api.errors import ApiError, Problem, problem
 from api.jsonbody import NonFinite
+from index_format.plan import ParamsKey
+from index_format.query import FilterKey, Query
 
 F32 = npt.NDArray[np.float32]
 
 MAX_ELEMENT_PROBLEMS = 10  # per vector; a summary entry counts the rest
 FIELDS = ("name", "vector", "k", "exact", "filter", "exclude", "params")
-
-FilterKey = tuple[tuple[str, tuple[str, ...]], ...]  # sorted fields, each with its sorted distinct values
-ParamsKey = tuple[tuple[str, int], ...]
+KNOWN_FIELDS = frozenset(FIELDS)
 
 
 @dataclass(frozen=True)
@@ -42,19 +42,10 @@ class RequestRules:
 
 
 @dataclass(frozen=True)
-class SearchRequest:
-    name: str
-    vector: F32  # (dim,)
-    k: int
-    exact: bool
-    filter: FilterKey | None
-    exclude: tuple[int | str, ...]
-    params: ParamsKey
+class SearchRequest(Query):
+    """A validated /infer body (or /batch item): the query and the name the answer carries."""
 
-    @property
-    def group_key(self) -> tuple[int, bool, FilterKey | None, ParamsKey]:
-        """Requests with equal keys are answered by one vectorised search."""
-        return (self.k, self.exact, self.filter, self.params)
+    name: str = ""
 
 
 def parse_infer(body: Any, rules: RequestRules) -> SearchRequest:
@@ -77,13 +68,40 @@ def parse_batch(body: Any, rules: RequestRules, max_batch: int) -> list[SearchRe
     return [item for item in parsed if item is not None]
 
 
+NUMBER_TYPES = frozenset({float, int})
+PLAIN_FIELDS = frozenset({"name", "vector", "k", "exact"})
+
+
+def _plain_item(raw: Any, rules: RequestRules) -> SearchRequest | None:
+    """The common request (name, vector, optional k and exact; nothing else), validated with a few checks; None when
+    anything about it needs `_parse_item`'s full walk (which also says what is wrong, and where)."""
+    if type(raw) is not dict or not raw.keys() <= PLAIN_FIELDS:
+        return None
+    name, vector, k, exact = raw.get("name"), raw.get("vector"), raw.get("k", rules.default_k), raw.get("exact", False)
+    if type(name) is not str or type(vector) is not list or type(k) is not int or type(exact) is not bool:
+        return None
+    if len(vector) != rules.dim or not 1 <= k <= rules.max_k or not set(map(type, vector)) <= NUMBER_TYPES:
+        return None
+    try:
+        with np.errstate(over="ignore"):
+            values = np.array(vector, dtype=np.float32)
+    except OverflowError:  # an integer beyond float range
+        return None
+    if not np.isfinite(values).all() or not valid_text(name):
+        return None
+    return SearchRequest(vector=values, k=k, exact=exact, name=name)
+
+
 def _parse_item(raw: Any, loc: list[str | int], rules: RequestRules, problems: list[Problem]) -> SearchRequest | None:
+    plain = _plain_item(raw, rules)
+    if plain is not None:
+        return plain
     if not isinstance(raw, dict):
         problems.append(problem(loc, f"expected an object, got {_kind(raw)}", "type_error"))
         return None
     before = len(problems)
     for key in raw:
-        if key not in FIELDS:
+        if key not in KNOWN_FIELDS:
             problems.append(problem([*loc, key], f"unknown field; allowed: {', '.join(FIELDS)}", "extra_field"))
     name = _name(raw, loc, problems)
     vector = _vector(raw.get("vector"), [*loc, "vector"], rules.dim, problems)
@@ -96,7 +114,9 @@ def _parse_item(raw: Any, loc: list[str | int], rules: RequestRules, problems: l
     params = _params(raw.get("params"), [*loc, "params"], rules, problems)
     if len(problems) > before or vector is None or name is None or k is None:
         return None
-    return SearchRequest(name, vector, k, bool(exact), filter_key, exclude, params)
+    return SearchRequest(
+        vector=vector, k=k, exact=bool(exact), filter=filter_key, exclude=exclude, params=params, name=name
+    )
 
 
 def _kind(value: Any) -> str:

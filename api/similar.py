@@ -23,7 +23,7 @@ import numpy.typing as npt
 from api.errors import ApiError, Problem, problem
 from api.index_state import LoadedIndex
 from api.schemas import RequestRules, SearchRequest, parse_batch, parse_infer, valid_text
-from api.service import Recommendation, SearchPolicy, recommend
+from api.service import Recommendation, recommend
 from index_format.reader import IndexReader
 from index_format.stored import StoredVectors, Unavailable
 
@@ -132,7 +132,7 @@ def _id_and_metric(
 
 
 def similar_bodies(
-    loaded: LoadedIndex, requests: list[SimilarRequest], policy: SearchPolicy, stored: StoredVectors, batch: bool
+    loaded: LoadedIndex, requests: list[SimilarRequest], stored: StoredVectors, batch: bool
 ) -> list[dict[str, Any]]:
     """Responses in request order; 404 listing every unknown id, 501 when the index keeps no exact vectors."""
     reader = loaded.reader
@@ -155,7 +155,7 @@ def similar_bodies(
     equal_norms = _equal_norms(reader)
     via_index = [i for i, request in enumerate(requests) if request.metric == "ip" or equal_norms]
     answers: list[list[Recommendation]] = [[] for _ in requests]
-    for i, answer in zip(via_index, recommend(loaded, [searches[i] for i in via_index], policy), strict=True):
+    for i, answer in zip(via_index, recommend(loaded, [searches[i] for i in via_index]), strict=True):
         answers[i] = answer
     for i, request in enumerate(requests):
         if request.metric != "cosine":

@@ -149,9 +149,7 @@ def design_variants(loaded: Any, settings: Any, xq: F32, truth: Truth, count: in
     """In-process: the exact grouped scan and the approximate path under several over-fetch / candidate settings."""
     from api import grouping
     from api.grouping import GroupTuning, parse_grouped_infer
-    from api.service import SearchPolicy
 
-    policy = SearchPolicy.of(settings, loaded)
     budget = settings.group_exact_budget
     variants: list[tuple[str, GroupTuning]] = [
         ("exact grouped scan (the default at this size)", GroupTuning(budget)),
@@ -177,7 +175,7 @@ def design_variants(loaded: Any, settings: Any, xq: F32, truth: Truth, count: in
                 )
                 for i in range(count)
             ]
-            stats, bodies, fell_back = timed_variant(grouping, loaded, policy, requests, tuning, count)
+            stats, bodies, fell_back = timed_variant(grouping, loaded, requests, tuning, count)
             answers = [common_json(b) for b in bodies]
             quality = score_answers(truth, loaded.reader, xq[:count], answers, field, group_size, groups)
             row = {"field": field, "group_size": group_size, "groups": groups, "variant": label, **stats, **quality}
@@ -194,7 +192,7 @@ def design_variants(loaded: Any, settings: Any, xq: F32, truth: Truth, count: in
 
 
 def timed_variant(
-    grouping: Any, loaded: Any, policy: Any, requests: list[Any], tuning: Any, count: int
+    grouping: Any, loaded: Any, requests: list[Any], tuning: Any, count: int
 ) -> tuple[dict[str, float], list[Any], float | None]:
     """Time one variant; also the share of approximate requests whose candidates fell back to the full scan."""
     fallbacks: list[bool] = []
@@ -207,7 +205,12 @@ def timed_variant(
 
     grouping._candidate_rows = counting
     try:
-        stats, bodies = time_calls(lambda i: grouping.grouped_body(loaded, *requests[i], policy, tuning), count)
+
+        def one(i: int) -> Any:
+            request, spec = requests[i]
+            return grouping.grouped_body(loaded, request, spec, grouping.plan_grouped(loaded, request, spec, tuning))
+
+        stats, bodies = time_calls(one, count)
     finally:
         grouping._candidate_rows = original
     measured = fallbacks[1:]  # the warm-up call is not timed
@@ -218,7 +221,7 @@ def common_json(body: dict[str, Any]) -> dict[str, Any]:
     """Round-trip through the API's encoder, so scores are what a client reads."""
     import orjson
 
-    from api.errors import json_bytes
+    from api.responses import json_bytes
 
     decoded: dict[str, Any] = orjson.loads(json_bytes(body))
     return decoded

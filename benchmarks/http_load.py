@@ -7,8 +7,9 @@
 For each worker count it starts two servers on free loopback ports, each with that many uvicorn workers: the real
 service (`recsys-serve`) and the floor (`benchmarks/floor_app.py`, same uvicorn, a fixed answer of the same shape).
 It checks the service over HTTP first (ANN recall@k against exact truth, `exact: true` against the truth), then
-drives, at every concurrency, POST /infer on the floor, /infer (ANN, the index's tuned params), optionally the
-service's own POST /_floor (--api-floor: its app and middleware without a search) and /infer with `exact: true`;
+drives, at every concurrency, POST /infer on the floor, /infer (ANN, the index's tuned params), /infer with
+`exact: true`; optionally a filtered /infer (--filter), the Flask design this service replaces
+(--flask-reference) and the service at another source tree (--compare-tree, e.g. an older commit);
 then POST /batch of several sizes (ANN and exact). Every point is one `wrk` run rotating over real query bodies
 (benchmarks/wrk/rotate.lua). Everything it started is stopped (process groups; also on Ctrl-C).
 Writes http_<tag>.json and http_<tag>.png. Run real measurements under `flock /tmp/recsys-bench.lock`.
@@ -40,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from benchmarks import common
+from benchmarks import common, flask_reference
 from benchmarks.synthetic import SyntheticSpec, generate_items, generate_queries
 from index_builder.build import TUNING_QUERIES_FILE, BuildOptions, build
 from index_builder.embeddings import Embeddings
@@ -265,14 +266,24 @@ def vector_json(vector: F32) -> str:
     return "[" + ",".join(f"{value:.9g}" for value in vector.tolist()) + "]"
 
 
-def infer_body(name: str, vector: F32, k: int, exact: bool) -> str:
+def infer_body(name: str, vector: F32, k: int, exact: bool, filter: dict[str, list[str]] | None = None) -> str:
     extra = ',"exact":true' if exact else ""
+    if filter:
+        extra += ',"filter":' + json.dumps(filter, separators=(",", ":"))
     return f'{{"name":{json.dumps(name)},"vector":{vector_json(vector)},"k":{k}{extra}}}'
 
 
-def write_bodies(path: Path, queries: F32, k: int, exact: bool, batch_size: int = 0, max_bodies: int = 1000) -> Path:
+def write_bodies(
+    path: Path,
+    queries: F32,
+    k: int,
+    exact: bool,
+    batch_size: int = 0,
+    max_bodies: int = 1000,
+    filter: dict[str, list[str]] | None = None,
+) -> Path:
     """JSON-lines file of request bodies for rotate.lua: single /infer bodies, or /batch arrays of batch_size."""
-    singles = [infer_body(f"user{i}", queries[i], k, exact) for i in range(queries.shape[0])]
+    singles = [infer_body(f"user{i}", queries[i], k, exact, filter) for i in range(queries.shape[0])]
     with open(path, "w") as out:
         if batch_size <= 0:
             for body in singles[:max_bodies]:
@@ -344,10 +355,24 @@ def load_dataset(
     gt_scores = np.load(folder / gt_file)[:, :k].astype(np.float32)
     half = queries.shape[0] // 2
     embeddings = Embeddings(
-        ids=ids, vectors=items, source_name=f"{name}/items.npy", source_sha256=layout.sha256_of(folder / "items.npy")
+        ids=ids,
+        vectors=items,
+        metadata=popularity_metadata(folder) if name == "gowalla_als" else {},
+        source_name=f"{name}/items.npy",
+        source_sha256=layout.sha256_of(folder / "items.npy"),
     )
     row_of_id = {int(v): i for i, v in enumerate(ids.tolist())}
     return Dataset(name, embeddings, queries[:half], queries[half:], gt_scores[half:], items, row_of_id)
+
+
+def popularity_metadata(folder: Path) -> dict[str, list[str | None]]:
+    """gowalla_als items by training interactions: "head" (top 1%), "torso" (next 9%), "tail" (the other 90%), so
+    load tests can send filtered requests ("tail": long-tail recommendations, 90% of the rows, the ANN path with an
+    ID selector; "torso": 9%, an exact scan of those rows)."""
+    counts = np.load(folder / "item_train_count.npy")
+    head, torso = np.percentile(counts, [99, 90])
+    band = np.where(counts >= head, "head", np.where(counts >= torso, "torso", "tail"))
+    return {"popularity": [str(b) for b in band]}
 
 
 def build_or_reuse(dataset: Dataset, root: Path, options: BuildOptions, rebuild: bool) -> Path:
@@ -359,6 +384,7 @@ def build_or_reuse(dataset: Dataset, root: Path, options: BuildOptions, rebuild:
             same = manifest.source.get("name") == dataset.embeddings.source_name
             same = same and manifest.target_recall == options.target_recall and manifest.k == options.k
             same = same and (options.kind == "auto" or manifest.kind == options.kind)
+            same = same and set(manifest.metadata) == set(dataset.embeddings.metadata)
             if same:
                 LOG.info("reusing %s (%s %s)", layout.resolve_current(root), manifest.kind, manifest.default_params)
                 return root
@@ -550,6 +576,8 @@ class Served:
     truth: F32 | None
     score_of: ScoreFn
     tag: str
+    items: F32 | None = None  # original rows and ids, for the Flask reference (datasets only)
+    ids: npt.NDArray[Any] | None = None
 
 
 def prepare(args: argparse.Namespace) -> Served:
@@ -582,7 +610,8 @@ def prepare(args: argparse.Namespace) -> Served:
         return np.asarray(dataset.items[rows] @ q, dtype=np.float32)
 
     truth = dataset.truth_scores[: args.check_queries]
-    return Served(root, dataset.load_queries, truth, dataset_scores, args.tag or name)
+    ids = np.asarray(dataset.embeddings.ids)
+    return Served(root, dataset.load_queries, truth, dataset_scores, args.tag or name, dataset.items, ids)
 
 
 # ---- the run -------------------------------------------------------------------------------------------------
@@ -603,11 +632,14 @@ class Plan:
     ready_timeout: float
     server_args: list[str]
     floor_args: list[str]
-    api_floor: bool  # also load the API's own POST /_floor (RECSYS_BENCH_FLOOR=1): same app, no search
     api_launcher: str  # "recsys-serve", or "nodelay": api.app:create_app through floor_app's launcher
+    flask_reference: bool  # also load the design this service replaces (benchmarks/flask_reference.py)
+    compare_tree: Path | None  # also serve the index with the service code of this source tree (an older commit)
+    filter: dict[str, list[str]] | None  # also load /infer with this filter
 
     def estimated_seconds(self) -> float:
-        per_workers = len(self.concurrency) * (3 + int(self.api_floor)) + 2 * len(self.batch_sizes)
+        targets = 3 + int(self.flask_reference) + int(self.compare_tree is not None) + int(self.filter is not None)
+        per_workers = len(self.concurrency) * targets + 2 * len(self.batch_sizes)
         return len(self.workers) * (per_workers * (self.duration + 1) + 2 * self.warmup + 20)
 
 
@@ -619,10 +651,10 @@ def run_workers(plan: Plan, workers: int, served: Served, id_type: str, tmp: Pat
         "ann": write_bodies(tmp / "ann.jsonl", load, plan.k, exact=False),
         "exact": write_bodies(tmp / "exact.jsonl", load, plan.k, exact=True),
     }
+    if plan.filter is not None:
+        bodies["filtered"] = write_bodies(tmp / "filtered.jsonl", load, plan.k, exact=False, filter=plan.filter)
     api_port, floor_port = free_port(), free_port()
-    api_env = server_env(
-        {"RECSYS_INDEX_ROOT": str(served.index_root), "RECSYS_BENCH_FLOOR": "1" if plan.api_floor else "0"}
-    )
+    api_env = server_env({"RECSYS_INDEX_ROOT": str(served.index_root)})
     floor_env = server_env()
     run: dict[str, Any] = {"workers": workers, "points": []}
     api_cmd = api_command(served.index_root, api_port, workers, plan.api_launcher, plan.server_args)
@@ -637,6 +669,8 @@ def run_workers(plan: Plan, workers: int, served: Served, id_type: str, tmp: Pat
         }
         run["api_ready_seconds"] = round(api.wait_ready(workers, plan.ready_timeout), 2)
         floor.wait_ready(workers, 60)
+        extra = stack.enter_context(contextlib.ExitStack())
+        references = start_references(plan, workers, served, tmp, extra, run)
         run["checks"] = http_checks(api_port, queries, served.truth, plan.k, served.score_of, plan.n_check)
         LOG.info(
             "checks with %d workers: %s", workers, {k: v for k, v in run["checks"].items() if k != "index_endpoint"}
@@ -646,9 +680,10 @@ def run_workers(plan: Plan, workers: int, served: Served, id_type: str, tmp: Pat
             for port, body in ((floor.port, bodies["ann"]), (api.port, bodies["ann"]), (api.port, bodies["exact"])):
                 run_wrk(port, "/infer", body, top, plan.wrk_threads, plan.warmup, plan.wrk_timeout)
         targets = [("floor", floor.port, "/infer", "ann"), ("infer_ann", api.port, "/infer", "ann")]
-        if plan.api_floor:
-            targets.append(("api_floor", api.port, "/_floor", "ann"))
+        targets += [(name, port, "/infer", "ann") for name, port in references]
         targets.append(("infer_exact", api.port, "/infer", "exact"))
+        if plan.filter is not None:
+            targets.append(("infer_filtered", api.port, "/infer", "filtered"))
         for connections in plan.concurrency:
             for target, port, path, body_key in targets:
                 point = run_wrk(
@@ -679,6 +714,39 @@ def run_workers(plan: Plan, workers: int, served: Served, id_type: str, tmp: Pat
                 _log_point(workers, point)
     run["targets"] = evaluate_targets(run["points"])
     return run
+
+
+def start_references(
+    plan: Plan, workers: int, served: Served, tmp: Path, stack: contextlib.ExitStack, run: dict[str, Any]
+) -> list[tuple[str, int]]:
+    """Start the optional reference servers (the Flask design, the service at another source tree) and wait until
+    they answer; (target name, port) of each."""
+    out = []
+    if plan.flask_reference:
+        if served.items is None:
+            raise ValueError("--flask-reference needs --dataset (the Flask reference loads the item vectors)")
+        items_path, ids_path = tmp / "flask_items.npy", tmp / "flask_ids.npy"
+        np.save(items_path, served.items)
+        np.save(ids_path, served.ids if served.ids is not None else np.arange(served.items.shape[0]))
+        port = free_port()
+        cmd = flask_reference.command(str(items_path), str(ids_path), port, 4, plan.k)
+        env = server_env(flask_reference.environment(str(items_path), str(ids_path), plan.k))
+        flask = stack.enter_context(started(Server("flask", cmd, env, tmp / f"flask-{workers}.log", port)))
+        flask.wait_ready(0, 120, ready_path="/readyz")
+        run["servers"]["flask"] = {"pid": flask.pid, "port": port, "command": cmd, "workers": 4}
+        out.append(("flask_reference", port))
+    if plan.compare_tree is not None:
+        port = free_port()
+        entry = "import sys; from api.__main__ import main; sys.exit(main())"
+        where = ["--host", HOST, "--port", str(port), "--workers", str(workers)]
+        cmd = [sys.executable, "-c", entry, "--index-root", str(served.index_root), *where, *plan.server_args]
+        env = server_env({"RECSYS_INDEX_ROOT": str(served.index_root)})
+        env["PYTHONPATH"] = str(plan.compare_tree.resolve())
+        base = stack.enter_context(started(Server("compare", cmd, env, tmp / f"compare-{workers}.log", port)))
+        base.wait_ready(workers, plan.ready_timeout)
+        run["servers"]["compare"] = {"pid": base.pid, "port": port, "tree": str(plan.compare_tree)}
+        out.append(("infer_ann_compare", port))
+    return out
 
 
 def _log_point(workers: int, point: dict[str, Any]) -> None:
@@ -738,7 +806,14 @@ def markdown_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-TARGET_STYLE = {"floor": "0.15", "api_floor": "0.6", "infer_ann": "tab:blue", "infer_exact": "tab:red"}
+TARGET_STYLE = {
+    "floor": "0.15",
+    "flask_reference": "0.75",
+    "infer_ann_compare": "0.5",
+    "infer_ann": "tab:blue",
+    "infer_filtered": "tab:green",
+    "infer_exact": "tab:red",
+}
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -855,7 +930,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--floor-arg", action="append", default=[], help="extra benchmarks.floor_app argument, e.g. --stock-uvicorn"
     )
-    p.add_argument("--api-floor", action="store_true", help="also load the API's own POST /_floor")
+    p.add_argument(
+        "--flask-reference",
+        action="store_true",
+        help="also load the Flask + numpy design this service replaces (gunicorn, 4 sync workers; bench extra)",
+    )
+    p.add_argument(
+        "--compare-tree",
+        type=Path,
+        help="also serve the index with the service code of this source tree, e.g. a git worktree of an older commit",
+    )
+    p.add_argument(
+        "--filter",
+        type=json.loads,
+        help='also load /infer with this filter, e.g. \'{"popularity": ["tail"]}\' (gowalla_als has popularity bands)',
+    )
     p.add_argument(
         "--http", choices=("auto", "httptools", "h11"), default="auto", help="uvicorn's HTTP parser, both servers"
     )
@@ -898,8 +987,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ready_timeout=args.ready_timeout,
         server_args=[*args.server_arg, *stack],
         floor_args=[*args.floor_arg, *stack],
-        api_floor=args.api_floor,
         api_launcher=args.api_launcher,
+        flask_reference=args.flask_reference,
+        compare_tree=args.compare_tree,
+        filter=args.filter,
     )
     with sigterm_as_exit():
         served = prepare(args)

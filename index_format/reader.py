@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from index_format import layout
 from index_format.norm_scan import norm_scan
+from index_format.plan import DEFAULT_POLICY, Method, ParamsKey, SearchPlan, params_key, plan_search
 
 LOG = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ class IndexReader:
         self.base = faiss.downcast_index(index)
         self.family = _family(self.base)
         self.vectors = self._raw_vectors()
-        self._plain_params: dict[tuple[tuple[str, int], ...], tuple[Any, list[Any]]] = {}
+        self._plain_params: dict[ParamsKey, tuple[Any, list[Any]]] = {}
+        self.default_params_key: ParamsKey = params_key(manifest.default_params)
         if self.index.ntotal != self.count or self.index.d != self.dim:
             raise layout.FormatError(
                 f"{version_dir}: index holds {self.index.ntotal}×{self.index.d}, manifest says {self.count}×{self.dim}"
@@ -143,68 +145,68 @@ class IndexReader:
         exact: bool = False,
         allowed: I64 | None = None,
     ) -> SearchResult:
-        """Top-k rows by inner product for each row of xq (float32, C-contiguous, (nq, dim)).
+        """Top-k rows by inner product for each row of xq (float32, C-contiguous, (nq, dim)), planned with the
+        default policy (the builder's and the tests' entry point; the service plans with its configured policy).
 
         allowed: ascending rows to restrict the search to (a filter); exact: search every (allowed) row exhaustively.
         Callers validate dim and k: faiss answers a wrong dimension with a bare AssertionError.
         """
         if k <= 0 or xq.shape[0] == 0:
             return SearchResult(np.zeros((xq.shape[0], 0), np.float32), np.zeros((xq.shape[0], 0), np.int64))
-        if allowed is not None and allowed.size == 0:
+        plan = plan_search(self, DEFAULT_POLICY, k, exact=exact, allowed=allowed, params=params_key(params))
+        return self.execute(plan, xq, k)
+
+    def execute(self, plan: SearchPlan, xq: F32, k: int | None = None) -> SearchResult:
+        """Carry out a plan for every row of xq: (nq, k) results, k = plan.fetch unless given (≥ plan.fetch pads with
+        row -1 and score -inf). Decides nothing: the method, rows and parameters are the plan's."""
+        k = plan.fetch if k is None else k
+        method = plan.method
+        if method is Method.NOTHING or k <= 0:
             nq = xq.shape[0]
             return SearchResult(np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64))
-        if exact or self.family == "flat":
-            return self._exact(xq, k, allowed)
-        merged = {**self.manifest.default_params, **(params or {})}
-        return self._approximate(xq, k, merged, allowed)
-
-    def _exact(self, xq: F32, k: int, allowed: I64 | None) -> SearchResult:
-        method = self.manifest.exact_method
-        # faiss's by-id path (IndexFlat + IDSelectorArray) computes only the allowed rows: measured 3-10x faster than
-        # the norm-ordered scan for instacart departments (unit norms: nothing to prune), and faster on gowalla_als
-        # up to ~6k rows; beyond that, norm-skewed data prunes better with the norm-ordered scan.
-        by_id_max_rows = 4096
-        if (
-            self.vectors is not None
-            and allowed is not None
-            and (method != "norm_scan" or allowed.size <= by_id_max_rows)
-        ):
-            flat = self.base if self.family == "flat" else _storage_index(self.base)
-            keep_alive = np.ascontiguousarray(allowed, dtype=np.int64)
+        if method is Method.ANN:
+            return self._approximate(xq, k, plan.params, plan.allowed)
+        if method is Method.BY_ID:
+            assert plan.allowed is not None
+            keep_alive = np.ascontiguousarray(plan.allowed, dtype=np.int64)
             selector = faiss.IDSelectorArray(keep_alive.size, faiss.swig_ptr(keep_alive))
-            result = _faiss_search(flat, xq, k, faiss.SearchParameters(sel=selector))
+            result = _faiss_search(self._flat_storage(), xq, k, faiss.SearchParameters(sel=selector))
             del keep_alive
             return result
-        if self.vectors is not None and (method == "norm_scan" or allowed is not None):
-            scores, rows = norm_scan(self.vectors, self.norms, xq, k, rows=allowed)
+        if method is Method.NORM_SCAN:
+            assert self.vectors is not None
+            scores, rows = norm_scan(self.vectors, self.norms, xq, k, rows=plan.allowed)
             return SearchResult(scores, rows)
-        if self.vectors is not None:
-            flat = self.base if self.family == "flat" else _storage_index(self.base)
-            return _faiss_search(flat, xq, k, None)
-        # IVF without a raw copy: probing every list is exhaustive.
+        if method is Method.FLAT:
+            return _faiss_search(self._flat_storage(), xq, k, None)
+        # FULL_PROBE: an IVF without a row-ordered raw copy; probing every list is exhaustive.
         nlist = int(faiss.extract_index_ivf(self.base).nlist)
-        return self._approximate(xq, k, {"nprobe": nlist}, allowed)
+        return self._approximate(xq, k, (("nprobe", nlist),), plan.allowed)
 
-    def _approximate(self, xq: F32, k: int, params: dict[str, int], allowed: I64 | None) -> SearchResult:
+    def _flat_storage(self) -> Any:
+        if self.family == "flat":
+            return self.base
+        return _storage_index(self.base)
+
+    def _approximate(self, xq: F32, k: int, params: ParamsKey, allowed: I64 | None) -> SearchResult:
         if allowed is None:
             return _faiss_search(self.base, xq, k, self._unfiltered_params(params)[0])
         keep_alive = allowed.astype(np.int64)
         selector = faiss.IDSelectorBatch(keep_alive.size, faiss.swig_ptr(keep_alive))
-        search_params, _objects = build_search_params(self.family, params, selector)
+        search_params, _objects = build_search_params(self.family, dict(params), selector)
         result = _faiss_search(self.base, xq, k, search_params)
         del keep_alive, _objects
         return result
 
-    def _unfiltered_params(self, params: dict[str, int]) -> tuple[Any, list[Any]]:
+    def _unfiltered_params(self, params: ParamsKey) -> tuple[Any, list[Any]]:
         """Selector-free SearchParameters, made once per distinct params (building one through SWIG costs ~3 µs
         of a ~40 µs IVF probe); faiss only reads them, so threads can share them. At most PARAMS_CACHE_SIZE are
         kept: clients choose per-request params, and every combination must not stay in memory."""
-        key = tuple(sorted(params.items()))
-        cached = self._plain_params.get(key)
+        cached = self._plain_params.get(params)
         if cached is None:
-            cached = build_search_params(self.family, params)
+            cached = build_search_params(self.family, dict(params))
             if len(self._plain_params) < PARAMS_CACHE_SIZE:
-                self._plain_params[key] = cached
+                self._plain_params[params] = cached
         return cached
 
     def warm(self) -> float:
@@ -271,7 +273,10 @@ def _faiss_search(index: Any, xq: F32, k: int, params: Any) -> SearchResult:
     scores = np.empty((n, k), dtype=np.float32)
     rows = np.empty((n, k), dtype=np.int64)
     index.search_c(n, faiss.swig_ptr(xq), k, faiss.swig_ptr(scores), faiss.swig_ptr(rows), params)
-    if n and rows.min() < 0:
+    # faiss fills each result row best first and pads only its tail: the last column tells whether any row is short.
+    if n == 1 and rows[0, -1] >= 0:
+        return SearchResult(scores, rows)
+    if n and (rows[:, -1] < 0).any():
         scores[rows < 0] = -np.inf
     return SearchResult(scores, rows)
 

@@ -24,15 +24,15 @@ def hnsw(client_factory: ClientFactory, hnsw_root: Path) -> TestClient:
 
 @pytest.fixture
 def search_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Number of queries in each IndexReader.search call made while the test runs."""
+    """Number of queries in each search the reader executes (one call per plan group) while the test runs."""
     calls: list[int] = []
-    original = IndexReader.search
+    original = IndexReader.execute
 
-    def counting(self: IndexReader, xq: Any, *args: Any, **kwargs: Any) -> Any:
+    def counting(self: IndexReader, plan: Any, xq: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(int(xq.shape[0]))
-        return original(self, xq, *args, **kwargs)
+        return original(self, plan, xq, *args, **kwargs)
 
-    monkeypatch.setattr(IndexReader, "search", counting)
+    monkeypatch.setattr(IndexReader, "execute", counting)
     yield calls
 
 

@@ -1,4 +1,4 @@
-"""Which requests are searched on the event loop and which in the thread pool (api/service.py `is_light`)."""
+"""Which requests are searched on the event loop and which in the thread pool (the search plan's `inline`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from api_helpers import TINY_CATEGORY, Catalogue, request_body
 from starlette.testclient import TestClient
 
 import api.endpoints
-import api.service
+import api.index_state
 
 ClientFactory = Callable[..., TestClient]
 
@@ -49,7 +49,7 @@ def test_light_requests_stay_on_the_loop(
     str_catalogue: Catalogue,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(api.service, "INLINE_WORK", inline_work)
+    monkeypatch.setattr(api.index_state, "INLINE_WORK", inline_work)  # the policy is built at index load
     client = client_factory(hnsw_root)
     response = client.post("/infer", json=request_body("a", str_catalogue.test_queries[0], **options))
     assert response.status_code == 200

@@ -30,8 +30,6 @@ from starlette.testclient import TestClient
 
 import api.grouping
 from api.schemas import SearchRequest
-from api.service import SearchPolicy
-from api.settings import Settings
 from index_format import layout
 
 ClientFactory = Callable[..., TestClient]
@@ -114,7 +112,6 @@ def test_approximate_path_groups_are_exact_and_recall_meets_the_stated_bound(
     monkeypatch.setattr(api.grouping, "_candidate_rows", recording)
     loaded = hnsw_ann.app.state.holder.current  # type: ignore[attr-defined]
     tuning = api.grouping.GroupTuning(exact_budget=0, candidate_factor=candidate_factor or 4)
-    policy = SearchPolicy.of(Settings(), loaded)
     stated = hnsw_ann.get("/index").json()["recall_at_k"]
     found = total = 0
     for i, q in enumerate(catalogue.queries[100:200]):
@@ -122,9 +119,10 @@ def test_approximate_path_groups_are_exact_and_recall_meets_the_stated_bound(
         if candidate_factor is None:
             got = grouped(hnsw_ann, payload)
         else:
-            request = SearchRequest(f"u{i}", q, 10, False, None, (), ())
+            request = SearchRequest(vector=q, k=10, name=f"u{i}")
             spec = api.grouping.GroupSpec("category", 3, 5)
-            got = api.grouping.grouped_body(loaded, request, spec, policy, tuning)["groups"]
+            plan = api.grouping.plan_grouped(loaded, request, spec, tuning)
+            got = api.grouping.grouped_body(loaded, request, spec, plan)["groups"]
         truth = grouped_truth(catalogue, q, "category", 3, 5)
         for group in got:
             assert_group_exact(catalogue, q, group, "category", group_size=3)
@@ -148,10 +146,10 @@ def test_approximate_path_never_returns_fewer_groups_than_exist(
     """An over-fetch of one hit names one category: the answer must still hold `groups` categories (full scan)."""
     loaded = hnsw_ann.app.state.holder.current  # type: ignore[attr-defined]
     tuning = api.grouping.GroupTuning(exact_budget=0, fetch_per_item=0, min_fetch=1)
-    policy = SearchPolicy.of(Settings(), loaded)
     for i, q in enumerate(catalogue.queries[100:110]):
-        request = SearchRequest(f"u{i}", q, 10, False, None, (), ())
-        got = api.grouping.grouped_body(loaded, request, api.grouping.GroupSpec("category", 2, 5), policy, tuning)
+        request = SearchRequest(vector=q, k=10, name=f"u{i}")
+        spec = api.grouping.GroupSpec("category", 2, 5)
+        got = api.grouping.grouped_body(loaded, request, spec, api.grouping.plan_grouped(loaded, request, spec, tuning))
         truth = grouped_truth(catalogue, q, "category", 2, 5)
         assert_groups_equal(catalogue, q, got["groups"], truth, "category", 2)
 

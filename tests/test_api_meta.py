@@ -88,12 +88,6 @@ def test_openapi_before_loading_is_still_valid(hnsw_root: Path) -> None:
     validate(client.get("/openapi.json").json())
 
 
-def test_floor_endpoint_only_when_asked(client_factory: ClientFactory, hnsw_root: Path) -> None:
-    assert client_factory(hnsw_root).post("/_floor", json={}).status_code == 404
-    floor = client_factory(hnsw_root, bench_floor=True).post("/_floor", json={"name": "a"})
-    assert floor.status_code == 200 and len(floor.json()["recommendations"]) == 10
-
-
 # ---- settings ---------------------------------------------------------------------------------------------------
 
 
@@ -139,6 +133,33 @@ def test_bad_settings_name_the_variable(key: str, value: str, fragment: str) -> 
     with pytest.raises(SettingsError, match=key) as error:
         Settings.from_env({key: value})
     assert fragment in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--workers", "500"], "--workers: RECSYS_WORKERS=500: must be between 1 and 256"),
+        (["--port", "70000"], "--port: RECSYS_PORT=70000: must be between 0 and 65535"),
+        (["--workers", "0"], "--workers: RECSYS_WORKERS=0: must be between 1 and 256"),
+    ],
+)
+def test_command_line_flags_are_bounded_like_the_environment(flags: list[str], fragment: str) -> None:
+    from api.__main__ import _parser, settings_from
+
+    with pytest.raises(SettingsError) as error:
+        settings_from(_parser().parse_args(flags), {})
+    assert str(error.value) == fragment
+    with pytest.raises(SettingsError):
+        Settings.from_env({f"RECSYS_{flags[0][2:].upper()}": flags[1]})
+
+
+def test_command_line_flags_override_the_environment() -> None:
+    from api.__main__ import _parser, settings_from
+
+    args = _parser().parse_args(["--workers", "3", "--access-log", "--index-root", "/srv/x"])
+    settings = settings_from(args, {"RECSYS_WORKERS": "2", "RECSYS_PORT": "6000"})
+    assert (settings.workers, settings.port, settings.access_log) == (3, 6000, True)
+    assert settings.index_root == Path("/srv/x")
 
 
 def test_unknown_variables_are_reported() -> None:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
-from api.schemas import FilterKey
+from index_format.query import FilterKey
 
 I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]

@@ -55,8 +55,8 @@ bench: install
 	$(BIN)/python -m benchmarks.plots compare benchmarks/results/ann_gowalla_als.json benchmarks/results/ann_synthetic_40981x64.json --out benchmarks/results/synthetic_vs_gowalla.png
 	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.scale --sizes 100000,300000,1000000 --dims 64,128 --out benchmarks/results
 	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.scale --sizes 3000000 --dims 64,128 --auto-kinds pruned,flat,hnsw,ivf --out benchmarks/results
-	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.http_load --dataset gowalla_als --data-dir $(DATA_DIR) --workers 1,2,4 --concurrency 16,64 --duration 10 --batch-sizes 1000,100,10 --api-floor --out benchmarks/results
-	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.http_load --dataset gowalla_als --data-dir $(DATA_DIR) --workers 2 --concurrency 16,64 --duration 10 --batch-sizes 1000 --api-floor --http h11 --loop asyncio --tag gowalla_als_h11 --out benchmarks/results
+	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.http_load --dataset gowalla_als --data-dir $(DATA_DIR) --workers 1,2,4 --concurrency 16,64 --duration 10 --batch-sizes 1000,100,10 --flask-reference --filter '{"popularity": ["tail"]}' --out benchmarks/results
+	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.http_load --dataset gowalla_als --data-dir $(DATA_DIR) --workers 2 --concurrency 16,64 --duration 10 --batch-sizes 1000 --http h11 --loop asyncio --tag gowalla_als_h11 --out benchmarks/results
 	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.asgi_cost --index-root indexes/bench/gowalla_als --queries $(DATA_DIR)/gowalla_als/queries.npy --out benchmarks/results
 	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.memory --dataset gowalla_als --data-dir $(DATA_DIR) --workers 1,4 --out benchmarks/results
 	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.memory --dataset synthetic --synthetic 3000000,64 --kind pruned --workers 1,4 --out benchmarks/results

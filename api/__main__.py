@@ -95,6 +95,8 @@ def run_server(settings: Settings, log_level: str) -> bool:
         access_log=False,  # api/access.py logs each request (with its request id) when settings.access_log is on
         timeout_graceful_shutdown=settings.shutdown_timeout or None,
         reuse_port=settings.reuse_port and settings.workers > 1,
+        proxy_headers=settings.proxy_headers,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     if settings.workers > 1:
         with reuse_port_workers(config):

@@ -9,6 +9,7 @@ create unbounded label values. Header values (API keys among them) are never log
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import secrets
@@ -29,11 +30,20 @@ VERSION_HEADER = responses.VERSION_HEADER.lower().encode("latin-1")
 VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 
 
-def request_id_of(scope: Scope) -> str:
-    for name, value in scope.get("headers", []):
-        if name == REQUEST_ID_HEADER and VALID_REQUEST_ID.match(value):
-            return bytes(value).decode("ascii")
-    return secrets.token_hex(16)
+class RequestIds:
+    """New request ids: a random per-process prefix and a counter (32 hex characters, unique across workers and
+    restarts; os.urandom per request is a system call on the hot path)."""
+
+    def __init__(self) -> None:
+        self.prefix = secrets.token_hex(8)
+        self.counter = itertools.count(1)
+
+    def of(self, scope: Scope) -> str:
+        """The client's X-Request-ID when valid, else a new id."""
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER and VALID_REQUEST_ID.match(value):
+                return bytes(value).decode("ascii")
+        return f"{self.prefix}{next(self.counter):016x}"
 
 
 class AccessMiddleware:
@@ -49,6 +59,7 @@ class AccessMiddleware:
         self.metrics = metrics
         self.access_log = access_log
         self.endpoints: dict[str, str] = {}
+        self.request_ids = RequestIds()
 
     def endpoint_of(self, scope: Scope) -> str:
         path = scope["path"]
@@ -70,32 +81,33 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = request_id_of(scope)
+        request_id = self.request_ids.of(scope)
         token = REQUEST_ID.set(request_id)
         scope.setdefault("state", {})["request_id"] = request_id
-        outcome: dict[str, object] = {"status": 500, "version": None, "answered": None}
+        status = 500
+        version: str | None = None
+        answered: float | None = None
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status, version, answered
             if message["type"] == "http.response.start":
-                outcome["status"] = message["status"]
+                status = message["status"]
                 headers = list(message.get("headers", []))
                 named = next((value for name, value in headers if name == VERSION_HEADER), None)
                 if named is not None:
-                    outcome["version"] = named.decode("latin-1")
+                    version = named.decode("latin-1")
                 elif (loaded := self.holder.current) is not None:
                     headers.append((VERSION_HEADER, loaded.version.encode("latin-1")))
                 headers.append((REQUEST_ID_HEADER, request_id.encode("ascii")))
                 message = {**message, "headers": headers}
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                outcome["answered"] = time.perf_counter()  # a 504 is answered before its abandoned work ends
+                answered = time.perf_counter()  # a 504 is answered before its abandoned work ends
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            answered = outcome["answered"]
-            seconds = (answered if isinstance(answered, float) else time.perf_counter()) - started
-            status = int(str(outcome["status"]))
+            seconds = (answered if answered is not None else time.perf_counter()) - started
             endpoint = self.endpoint_of(scope)
             self.metrics.request_done(endpoint, scope["method"], status, seconds)
             self.metrics.flush_soon()
@@ -108,7 +120,7 @@ class AccessMiddleware:
                     scope["path"],
                     status,
                     seconds * 1000,
-                    outcome["version"] or "-",
+                    version or "-",
                     extra={
                         "request_id": request_id,
                         "method": scope["method"],
@@ -116,7 +128,7 @@ class AccessMiddleware:
                         "status": status,
                         "duration_ms": round(seconds * 1000, 3),
                         "client": f"{client[0]}:{client[1]}" if client else None,
-                        "index_version": outcome["version"],
+                        "index_version": version,
                     },
                 )
             REQUEST_ID.reset(token)

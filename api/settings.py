@@ -83,6 +83,10 @@ class Settings:
     loop: str = setting(_one_of(LOOP_IMPLEMENTATIONS), "auto")  # uvicorn's event loop: auto (uvloop), uvloop or asyncio
     # several workers: one SO_REUSEPORT listening socket each (api/tcp_config.py)
     reuse_port: bool = setting(_bool, True)
+    # Behind a reverse proxy: take the client address and scheme from X-Forwarded-For / -Proto sent by these
+    # addresses (uvicorn's proxy-headers middleware). Off by default: it costs every request a layer.
+    proxy_headers: bool = setting(_bool, False)
+    forwarded_allow_ips: str = setting(lambda _, raw: raw, "127.0.0.1,::1")
     max_k: int = setting(_int_in(1, 100_000), 100)
     max_batch: int = setting(_int_in(1, 1_000_000), 1000)
     max_body_bytes: int = setting(_int_in(1024, 2**31), 16 * 2**20)

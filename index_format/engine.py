@@ -85,11 +85,12 @@ class SearchIndex:
         found = self.reader.execute(plans[0], xq, fetch)
         out = []
         for plan, rows, scores in zip(plans, found.rows, found.scores, strict=True):
-            keep = rows >= 0
             if plan.excluded.size:
-                keep &= ~np.isin(rows, plan.excluded)
-            if not keep.all():
+                keep = (rows >= 0) & ~np.isin(rows, plan.excluded)
                 rows, scores = rows[keep], scores[keep]
+            elif rows.size and rows[-1] < 0:  # padding is only ever at the tail
+                kept = int(np.count_nonzero(rows >= 0))
+                rows, scores = rows[:kept], scores[:kept]
             out.append(Hits(rows[: plan.k], scores[: plan.k]))
         return out
 

@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from api.errors import ApiError, Problem, problem
 from api.index_state import LoadedIndex
-from api.schemas import RequestRules, SearchRequest, parse_batch, parse_infer
+from api.schemas import GROUP_FIELDS, RequestRules, SearchRequest, parse_batch, parse_infer
 from api.service import Recommendation, recommend
 from api.settings import Settings
 from index_format.grouped_scan import Group, grouped_scan, select_groups
@@ -40,7 +40,6 @@ from index_format.stored import StoredVectors
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
-GROUP_FIELDS = ("group_by", "group_size", "groups")
 DEFAULT_GROUP_SIZE = 3
 DEFAULT_GROUPS = 10
 # Approximate path: ANN results fetched per needed product, and the floor of that over-fetch.

@@ -25,6 +25,7 @@ F32 = npt.NDArray[np.float32]
 MAX_ELEMENT_PROBLEMS = 10  # per vector; a summary entry counts the rest
 FIELDS = ("name", "vector", "k", "exact", "filter", "exclude", "params")
 KNOWN_FIELDS = frozenset(FIELDS)
+GROUP_FIELDS = ("group_by", "group_size", "groups")  # also accepted by /infer and /batch (api/grouping.py)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,8 @@ def _parse_item(raw: Any, loc: list[str | int], rules: RequestRules, problems: l
     before = len(problems)
     for key in raw:
         if key not in KNOWN_FIELDS:
-            problems.append(problem([*loc, key], f"unknown field; allowed: {', '.join(FIELDS)}", "extra_field"))
+            allowed = ", ".join((*FIELDS, *GROUP_FIELDS))
+            problems.append(problem([*loc, key], f"unknown field; allowed: {allowed}", "extra_field"))
     name = _name(raw, loc, problems)
     vector = _vector(raw.get("vector"), [*loc, "vector"], rules.dim, problems)
     k = _k(raw.get("k", rules.default_k), [*loc, "k"], rules.max_k, problems)

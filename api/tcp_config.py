@@ -18,6 +18,8 @@ from typing import Any
 import uvicorn
 import uvicorn.supervisors.multiprocess as multiprocess
 
+from api.worker_lifetime import exit_with_parent
+
 LOG = logging.getLogger("uvicorn.error")
 
 REUSE_PORT_AVAILABLE = hasattr(socket, "SO_REUSEPORT") and hasattr(getattr(multiprocess, "Process", None), "target")
@@ -38,6 +40,10 @@ class TcpConfig(uvicorn.Config):
     def __init__(self, *args: Any, reuse_port: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.reuse_port = reuse_port and REUSE_PORT_AVAILABLE and self.uds is None and self.fd is None
+
+    def load(self) -> None:
+        exit_with_parent()  # runs in each worker (uvicorn loads the app there); a no-op in a single-process server
+        super().load()
 
     def bind_socket(self) -> socket.socket:
         if self.reuse_port:

@@ -27,6 +27,7 @@ from index_format import layout
 REPO = Path(__file__).resolve().parents[1]
 F32 = npt.NDArray[np.float32]
 START_TIMEOUT = 60.0
+TIE_RTOL = 1e-5  # float32 scores within this relative distance of each other count as tied
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,18 @@ class Version:
     def exact_top(self, query: F32, k: int) -> list[str]:
         scores = self.vectors.astype(np.float64) @ query.astype(np.float64)
         return [self.ids[i] for i in np.argsort(-scores, kind="stable")[:k]]
+
+    def is_exact_top(self, query: F32, ids: list[str], k: int) -> bool:
+        """Whether `ids` is this version's exact top-k for `query`, tie-aware: the server ranks float32 scores, this
+        recomputes in float64, so near-equal scores may come in either order (or swap at the k-th place)."""
+        row_of = {external: row for row, external in enumerate(self.ids)}
+        if len(ids) != k or len(set(ids)) != k or any(i not in row_of for i in ids):
+            return False
+        scores = self.vectors.astype(np.float64) @ query.astype(np.float64)
+        got = scores[[row_of[i] for i in ids]]
+        best = np.sort(scores)[::-1][:k]
+        tolerance = TIE_RTOL * np.abs(best) + 1e-6
+        return bool(np.all(np.abs(got - best) <= tolerance))
 
 
 def build_version(root: Path, tag: str, seed: int, n: int = 400, dim: int = 8, kind: str = "flat") -> Version:

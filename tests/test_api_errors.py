@@ -152,6 +152,23 @@ def test_field_problems(client: TestClient, changes: dict[str, Any], loc: list[A
     assert fragment in msg
 
 
+@pytest.mark.parametrize("body", [good(filters={}), good(group_by="category", filters={})])
+def test_unknown_field_lists_every_accepted_field(client: TestClient, body: dict[str, Any]) -> None:
+    """Grouped or not, the message names every field /infer accepts, group_by, group_size and groups included."""
+    ((loc, message),) = problems(client.post("/infer", json=body))
+    assert loc == ["filters"]
+    accepted = message.split("allowed: ", 1)[1].split(", ")
+    assert sorted(accepted) == sorted(
+        ["name", "vector", "k", "exact", "filter", "exclude", "params", "group_by", "group_size", "groups"]
+    )
+    for field in accepted:  # each is really accepted: a body with it is not refused as unknown
+        value = {"k": 3, "exact": True, "filter": {}, "exclude": [], "params": {}, "group_size": 2, "groups": 2}
+        extra = {field: value[field]} if field in value else {}
+        grouped = {"group_by": "category"} if field in ("group_size", "groups") else {}
+        response = client.post("/infer", json={**good(), **grouped, **extra})
+        assert response.status_code == 200, (field, response.text)
+
+
 def test_integer_id_index_rejects_string_exclusions(int_client: TestClient) -> None:
     found = problems(int_client.post("/infer", json=good(exclude=[100003, "100010", True])))
     assert [loc for loc, _ in found] == [["exclude", 1], ["exclude", 2]]

@@ -124,3 +124,83 @@ def test_runs_as_non_root_with_a_writable_tmp(objects: dict[str, dict[str, Any]]
         assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"])  # metrics directory
     keys = env_of(container)["RECSYS_API_KEYS_FILE"]
     assert any(keys.startswith(m["mountPath"] + "/") for m in container["volumeMounts"])
+
+
+# ---- the first index, and offline validation -------------------------------------------------------------------
+
+
+def test_the_first_index_is_bootstrapped_and_pods_wait_for_it(objects: dict[str, dict[str, Any]]) -> None:
+    """The API pods mount the index read-only, so they cannot build the first index themselves: the Job builds it
+    into the same claim directory (the image's entry script, only when `current` is missing) and the pods wait."""
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    index_root = env_of(api_container(objects))["RECSYS_INDEX_ROOT"]
+    api_mount = next(m for m in api_container(objects)["volumeMounts"] if m["mountPath"] == index_root)
+    (wait,) = pod["initContainers"]
+    wait_mount = next(m for m in wait["volumeMounts"] if m["mountPath"] == index_root)
+    assert wait_mount["readOnly"] is True and wait_mount["subPath"] == api_mount["subPath"]
+    assert f"{index_root}/current" in " ".join(wait["command"])
+    job = objects["Job"]["spec"]["template"]["spec"]
+    assert job["restartPolicy"] in ("Never", "OnFailure")
+    (builder,) = job["containers"]
+    assert "command" not in builder, "the image's ENTRYPOINT (docker/entrypoint.sh) does the bootstrap"
+    job_env = env_of(builder)
+    assert job_env["RECSYS_INDEX_ROOT"] == index_root
+    job_mount = next(m for m in builder["volumeMounts"] if m["mountPath"] == index_root)
+    assert not job_mount.get("readOnly") and job_mount["subPath"] == api_mount["subPath"]
+    claim = next(v for v in job["volumes"] if v["name"] == job_mount["name"])["persistentVolumeClaim"]["claimName"]
+    assert claim == objects["PersistentVolumeClaim"]["metadata"]["name"]
+    assert builder["image"] == api_container(objects)["image"] == wait["image"]
+    assert objects["Job"]["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+# Field names of the objects used here (Kubernetes API reference, v1.30): a misspelt field (volumeMount,
+# readinessprobe) is silently dropped by a lenient apply, so every key must be one of these.
+CONTAINER_FIELDS = {
+    "name", "image", "imagePullPolicy", "command", "args", "env", "ports", "resources", "startupProbe",
+    "readinessProbe", "livenessProbe", "lifecycle", "securityContext", "volumeMounts", "workingDir",
+}  # fmt: skip
+POD_FIELDS = {
+    "containers", "initContainers", "volumes", "securityContext", "restartPolicy", "terminationGracePeriodSeconds",
+    "serviceAccountName", "nodeSelector", "affinity", "tolerations",
+}  # fmt: skip
+MOUNT_FIELDS = {"name", "mountPath", "subPath", "readOnly"}
+
+
+def pod_specs(objects: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        "Deployment": objects["Deployment"]["spec"]["template"]["spec"],
+        "Job": objects["Job"]["spec"]["template"]["spec"],
+        "CronJob": objects["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+    }
+
+
+def test_pod_specs_have_known_fields_and_consistent_volumes(objects: dict[str, dict[str, Any]]) -> None:
+    for kind, pod in pod_specs(objects).items():
+        assert set(pod) <= POD_FIELDS, f"{kind}: unknown pod fields {set(pod) - POD_FIELDS}"
+        volumes = {volume["name"] for volume in pod.get("volumes", [])}
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            where = f"{kind}/{container['name']}"
+            assert set(container) <= CONTAINER_FIELDS, f"{where}: unknown fields {set(container) - CONTAINER_FIELDS}"
+            assert container["image"]
+            assert all(isinstance(part, str) for part in container.get("command", []) + container.get("args", []))
+            for item in container.get("env", []):
+                assert set(item) == {"name", "value"} and isinstance(item["value"], str), f"{where}: env {item}"
+            for mount in container.get("volumeMounts", []):
+                assert set(mount) <= MOUNT_FIELDS and mount["name"] in volumes, f"{where}: mount {mount}"
+                assert mount["mountPath"].startswith("/")
+
+
+def test_kubectl_renders_the_kustomization_offline() -> None:
+    """`kubectl apply --dry-run=client` still asks a server for the API groups, so with no cluster the offline check
+    is `kubectl kustomize` (parses every listed manifest) plus the field checks above."""
+    import shutil
+    import subprocess
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    done = subprocess.run([kubectl, "kustomize", str(DEPLOY)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    rendered = {(doc["kind"], doc["metadata"]["name"]) for doc in yaml.safe_load_all(done.stdout)}
+    assert ("Job", "recsys-index-bootstrap") in rendered and ("Deployment", "recsys-api") in rendered
+    assert len(rendered) == 7

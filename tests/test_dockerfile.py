@@ -93,10 +93,13 @@ def test_every_copied_path_exists_and_is_in_the_build_context() -> None:
 
 
 def test_the_packages_the_image_installs_are_all_copied() -> None:
-    include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    find = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     copied = {arguments.split()[0] for keyword, arguments in instructions() if keyword == "COPY"}
-    for pattern in include:
-        assert pattern.rstrip("*") in copied
+    for pattern in find["include"]:
+        package = pattern.rstrip("*")
+        where = next(w for w in find.get("where", ["."]) if (REPO / w / package).is_dir())
+        top = package if where == "." else where  # client/recsys_client is copied as client
+        assert top in copied, f"{package} ({where}) is installed but not copied into the image"
 
 
 def test_runs_as_a_non_root_user_with_the_index_as_a_volume() -> None:
@@ -158,10 +161,12 @@ def test_the_entry_script_builds_the_demo_from_copied_files() -> None:
         if keyword == "COPY" and "--from" not in arguments
     }
     script = (REPO / "docker" / "entrypoint.sh").read_text()
-    build_line = next(line for line in script.splitlines() if "index-builder build" in line)
+    assert "index-builder build" in script
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert "index-builder" in scripts
-    for path in re.findall(r"/app/\S+", build_line):
+    defaults = re.findall(r"/app/[^\s}\"]+", "\n".join(line for line in script.splitlines() if "BOOTSTRAP_" in line))
+    assert sorted(defaults) == ["/app/demo/products.jsonl", "/app/demo/queries.npy"]
+    for path in defaults:
         directory, _, name = path.rpartition("/")
         assert directory in copied, f"{path}: not copied into the image"
         assert (REPO / copied[directory] / name).is_file(), f"{path}: {copied[directory]}/{name} is not in the repo"
@@ -186,11 +191,30 @@ def test_the_entry_script_builds_an_index_only_when_none_is_mounted(tmp_path: Pa
         f"index-builder build /app/demo/products.jsonl --queries /app/demo/queries.npy --out {root}"
     )
     assert first[1] == "recsys-serve "
-    root.mkdir()
+    root.mkdir(exist_ok=True)
     (root / "current").symlink_to("v1")
     calls.unlink()
     subprocess.run(["sh", script, "recsys-serve"], env=env, check=True, capture_output=True)
     assert calls.read_text().splitlines() == ["recsys-serve "]
+    # A given input, without queries (deploy/bootstrap-job.yaml's BOOTSTRAP_* variables).
+    other = tmp_path / "other"
+    calls.unlink()
+    given = {**env, "RECSYS_INDEX_ROOT": str(other), "BOOTSTRAP_INPUT": "/data/e/p.parquet", "BOOTSTRAP_QUERIES": ""}
+    subprocess.run(["sh", script, "true"], env=given, check=True, capture_output=True)
+    assert calls.read_text().splitlines() == [f"index-builder build /data/e/p.parquet --out {other} --keep 3"]
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX shell")
+def test_a_read_only_index_root_without_an_index_stops_with_a_message(tmp_path: Path) -> None:
+    """Kubernetes mounts the index volume read-only: the entry script must not try to build into it. (A root that
+    cannot be created stands in for it: a read-only mount cannot be made here, and root may write anywhere.)"""
+    (tmp_path / "a-file").write_text("")
+    root = tmp_path / "a-file" / "indexes"
+    env = {"PATH": "/usr/bin:/bin", "RECSYS_INDEX_ROOT": str(root)}
+    done = subprocess.run(
+        ["sh", str(REPO / "docker" / "entrypoint.sh"), "true"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 1 and "not writable" in done.stderr and "bootstrap-job.yaml" in done.stderr
 
 
 def test_the_image_installs_every_third_party_module_the_packages_import() -> None:

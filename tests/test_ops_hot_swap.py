@@ -46,7 +46,7 @@ def ask(client: TestClient, version: Version, seed: int = 0) -> tuple[str, list[
     response = client.post("/infer", json={"name": "u", "vector": query.tolist(), "k": 5})
     assert response.status_code == 200, response.text
     ids = [r["id"] for r in response.json()["recommendations"]]
-    assert ids == version.exact_top(query, 5)
+    assert version.is_exact_top(query, ids, 5), (ids, version.exact_top(query, 5))
     return response.headers["x-index-version"], ids
 
 
@@ -141,7 +141,7 @@ def test_a_new_dimension_needs_allow_dim_change(root: Path, first: Version) -> N
 def test_polling_follows_current_without_a_request(root: Path, first: Version) -> None:
     for client in started(root, reload_interval=0.05):
         second = build_version(root, "b", seed=2)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # generous: a busy machine polls late, never wrongly
         while client.get("/index").json()["version"] != second.name:
             assert time.monotonic() < deadline, "the poller never picked up the new version"
             time.sleep(0.05)

@@ -69,10 +69,11 @@ def test_full_worker_answers_503_at_once_and_recovers(gate: threading.Event) -> 
         slow = [pool.submit(client.get, "/slow") for _ in range(2)]
         for _ in range(2):
             assert entered.acquire(timeout=10)
-        started = time.perf_counter()
+        # Both slots are held by requests that cannot finish until the gate opens: an answer now is, by
+        # construction, given at once (a queued request would wait for the gate and then get 200).
         response = client.get("/fast")
-        assert time.perf_counter() - started < 1.0
         assert response.status_code == 503
+        assert not any(f.done() for f in slow), "the slow requests were still running when the 503 came"
         assert response.headers["retry-after"] == "3"
         assert "overloaded" in response.json()["detail"]
         assert client.get("/healthz").status_code == 200  # probes are never refused
@@ -121,8 +122,8 @@ def test_time_budget_answers_504_and_the_abandoned_search_keeps_its_slot(gate: t
     async def scenario() -> None:
         started = time.perf_counter()
         slow, answered, messages = await call(app, "/slow")
-        await asyncio.wait_for(answered.wait(), 5)
-        assert 0.2 <= time.perf_counter() - started < 5
+        await asyncio.wait_for(answered.wait(), 60)  # the gate stays shut: only the time budget can answer
+        assert time.perf_counter() - started >= 0.2, "answered before the budget ran out"
         assert messages[0]["status"] == 504 and (b"retry-after", b"3") in messages[0]["headers"]
         assert b"time budget of 0.2s" in messages[1]["body"]
         assert not slow.done(), "the search is still running in its thread"

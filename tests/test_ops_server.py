@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -118,14 +119,22 @@ class ClientLoop:
 
 
 def test_ten_swaps_under_load_fail_no_request(server: Server, swap_root: Path, versions: dict[str, Version]) -> None:
+    """Order-free: starts from whatever version the server serves, counts swaps as deltas."""
+    before = scrape(server)
+    serving = set(serving_by_worker(before).values())
+    assert len(serving) == 1, serving
+    first = serving.pop()
+    published = [first]
     loop = ClientLoop(server.base)
     try:
+        wait_for(lambda: first in loop.seen, 60, f"the client loop answered by the first version {first}")
         for i in range(1, 11):
             version = build_version(swap_root, f"v{i}", seed=100 + i)  # the real builder publishes and repoints
             versions[version.name] = version
+            published.append(version.name)
             wait_for(
                 lambda name=version.name: all_workers_serve(server, name) and name in loop.seen,
-                20,
+                60,
                 f"both workers on {version.name}, and the client loop answered by it",
             )
     finally:
@@ -135,18 +144,21 @@ def test_ten_swaps_under_load_fail_no_request(server: Server, swap_root: Path, v
     seen = set()
     for _, name, q, ids in loop.outcomes:
         assert name in versions, f"answered by {name}, which is not a published version"
-        assert ids == versions[name].exact_top(loop.queries[q], 10), f"answer not from a complete {name}"
+        assert versions[name].is_exact_top(loop.queries[q], ids, 10), f"answer not from a complete {name}"
         seen.add(name)
-    assert seen == set(versions), f"versions never observed: {set(versions) - seen}"
+    assert seen == set(published), (
+        f"versions never observed: {set(published) - seen}, unexpected: {seen - set(published)}"
+    )
 
     # Old versions are released once their requests finish: no worker still maps them.
     def released() -> str | None:
         metrics = scrape(server)
         return metrics if metric_value(metrics, "recsys_index_retired_versions") == 0 else None
 
-    metrics = wait_for(released, 10, "old versions released")
-    assert metric_value(metrics, "recsys_index_reloads_total", outcome="swapped") == 20
-    latest = max(versions.values(), key=lambda v: v.name)
+    metrics = wait_for(released, 30, "old versions released")
+    swapped = metric_value(metrics, "recsys_index_reloads_total", outcome="swapped")
+    assert swapped - metric_value(before, "recsys_index_reloads_total", outcome="swapped") == 20
+    latest = versions[published[-1]]
     for pid in server.workers():
         assert maps_inside(latest.dir, pid)
         for old in versions.values():
@@ -157,7 +169,10 @@ def test_ten_swaps_under_load_fail_no_request(server: Server, swap_root: Path, v
 def test_corrupt_versions_are_refused_and_the_old_one_keeps_answering(
     server: Server, swap_root: Path, versions: dict[str, Version]
 ) -> None:
-    good = max(versions.values(), key=lambda v: v.name)
+    """Order-free: publishes its own good version first."""
+    good = build_version(swap_root, "good", seed=500)
+    versions[good.name] = good
+    wait_for(lambda: all_workers_serve(server, good.name), 60, "both workers on the good version")
     refused_before = metric_value(scrape(server), "recsys_index_reloads_total", outcome="refused")
     for step, how in enumerate(("flip", "truncate"), start=1):
         publish_corrupt(swap_root, good.dir, how, f"zz-corrupt-{how}")
@@ -166,10 +181,12 @@ def test_corrupt_versions_are_refused_and_the_old_one_keeps_answering(
             lambda expected=expected: (
                 metric_value(scrape(server), "recsys_index_reloads_total", outcome="refused") == expected
             ),
-            20,
+            60,
             f"both workers refusing the {how} version",
         )
-        time.sleep(5 * RELOAD_INTERVAL)  # several more polls: not retried, still the good version
+        # Several more polls must not retry it. Skipped checks are not counted anywhere, so this waits; a slow
+        # machine polls less often in that time, which weakens the check but cannot make it fail wrongly.
+        time.sleep(5 * RELOAD_INTERVAL)
         metrics = scrape(server)
         assert metric_value(metrics, "recsys_index_reloads_total", outcome="refused") == expected
         assert set(serving_by_worker(metrics).values()) == {good.name}
@@ -178,11 +195,11 @@ def test_corrupt_versions_are_refused_and_the_old_one_keeps_answering(
                 response = client.post("/infer", json={"name": "u", "vector": q.tolist()})
                 assert response.status_code == 200
                 assert response.headers["x-index-version"] == good.name
-                assert [r["id"] for r in response.json()["recommendations"]] == good.exact_top(q, 10)
+                assert good.is_exact_top(q, [r["id"] for r in response.json()["recommendations"]], 10)
     assert "refused index version" in server.log()
     fixed = build_version(swap_root, "v-fixed", seed=999)
     versions[fixed.name] = fixed
-    wait_for(lambda: all_workers_serve(server, fixed.name), 20, "both workers on the fixed version")
+    wait_for(lambda: all_workers_serve(server, fixed.name), 60, "both workers on the fixed version")
 
 
 def test_metrics_merge_both_workers(server: Server) -> None:
@@ -226,8 +243,9 @@ def heavy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def guarded(heavy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@contextmanager
+def guarded_server(root: Path, log_dir: Path) -> Iterator[Server]:
+    """One worker, at most 2 requests in progress, keys and JSON access logs."""
     env = {
         "RECSYS_MAX_CONCURRENCY": "2",
         "RECSYS_RETRY_AFTER": "2",
@@ -236,7 +254,13 @@ def guarded(heavy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "RECSYS_ACCESS_LOG": "1",
         "RECSYS_LOG_FORMAT": "json",
     }
-    with running_server(heavy_root, tmp_path_factory.mktemp("guarded"), workers=1, **env) as running:
+    with running_server(root, log_dir, workers=1, **env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def guarded(heavy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with guarded_server(heavy_root, tmp_path_factory.mktemp("guarded")) as running:
         yield running
 
 
@@ -250,26 +274,24 @@ def test_overload_answers_503_with_retry_after_quickly_and_recovers(guarded: Ser
     encoded = json.dumps(body).encode()  # once: the client's own JSON encoding must not dominate the timings
     headers = {"authorization": f"Bearer {USER_KEY}", "content-type": "application/json"}
 
-    def flood(_: int) -> list[tuple[int, float, str | None]]:
+    def flood(_: int) -> list[tuple[int, str | None]]:
         out = []
         with httpx.Client(base_url=guarded.base, headers=headers, timeout=60) as client:
             for _ in range(6):
-                started = time.perf_counter()
                 response = client.post("/batch", content=encoded)
                 assert response.headers["content-type"] == "application/json"
-                out.append((response.status_code, time.perf_counter() - started, response.headers.get("retry-after")))
+                out.append((response.status_code, response.headers.get("retry-after")))
         return out
 
     with ThreadPoolExecutor(7) as pool:
         health = pool.submit(lambda: [httpx.get(f"{guarded.base}/healthz").status_code for _ in range(5)])
         results = [result for results in pool.map(flood, range(6)) for result in results]
-    statuses = [status for status, _, _ in results]
+    statuses = [status for status, _ in results]
     assert set(statuses) == {200, 503}, statuses
     assert statuses.count(503) >= 6 and statuses.count(200) >= 2
-    rejected = [seconds for status, seconds, _ in results if status == 503]
-    answered = [seconds for status, seconds, _ in results if status == 200]
-    assert all(retry == "2" for status, _, retry in results if status == 503)
-    assert np.median(rejected) < np.median(answered) / 2, "503s must come at once, not after queueing"
+    assert all(retry == "2" for status, retry in results if status == 503)
+    # That a 503 comes at once (never after queueing for a slot) is shown without clocks in test_ops_limits.py:
+    # there it is answered while both slots are held by requests that cannot finish.
     assert health.result() == [200] * 5, "probes must answer while the worker is full"
     assert guarded.process.poll() is None
     response = httpx.post(f"{guarded.base}/batch", json=body[:5], headers=headers, timeout=30)
@@ -289,39 +311,55 @@ def test_keys_over_http_and_never_in_the_logs(guarded: Server) -> None:
     assert reload.status_code == 200 and reload.json()["outcome"] == "unchanged"
     response = httpx.post(url, json=vector, headers={"x-api-key": USER_KEY, "x-request-id": "trace-42"})
     assert response.headers["x-request-id"] == "trace-42"
-    time.sleep(0.2)
+
+    def access_lines() -> list[dict[str, Any]]:
+        lines = [line for line in guarded.log().splitlines() if line.startswith("{") and '"api.access"' in line]
+        return [json.loads(line) for line in lines]
+
+    # The access line of the last request is written after its response: wait for it rather than a fixed time.
+    wait_for(lambda: any(line.get("request_id") == "trace-42" for line in access_lines()), 30, "the access log line")
     log = guarded.log()
     for key in (USER_KEY, ADMIN_KEY, WRONG_KEY, "old-user-key"):
         assert key not in log
-    access = [json.loads(line) for line in log.splitlines() if line.startswith("{") and '"api.access"' in line]
+    access = access_lines()
     statuses = {(line["path"], line["status"]) for line in access}
     assert {("/infer", 401), ("/infer", 200), ("/admin/reload", 403), ("/admin/reload", 200)} <= statuses
     assert any(line.get("request_id") == "trace-42" and line["index_version"] for line in access)
     assert all(line["request_id"] for line in access)
 
 
-def test_sigterm_finishes_the_request_in_flight_then_exits(guarded: Server) -> None:
-    """Runs last in this module: stops the guarded server. The request's body is half sent when SIGTERM arrives."""
-    body = json.dumps({"name": "late", "vector": [0.25] * 32}).encode()
-    host, port = guarded.base.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        head = (
-            f"POST /infer HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nX-API-Key: {USER_KEY}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        sock.sendall(head + body[:10])
-        time.sleep(0.3)
-        guarded.process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        with pytest.raises(OSError):  # no longer accepting new connections
-            socket.create_connection((host, int(port)), timeout=2).close()
-        assert guarded.process.poll() is None, "exited with a request in flight"
-        sock.sendall(body[10:])
-        response = b""
-        while chunk := sock.recv(65536):
-            response += chunk
-    status_line, _, rest = response.partition(b"\r\n")
-    assert status_line == b"HTTP/1.1 200 OK", response[:200]
-    assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["name"] == "late"
-    assert guarded.process.wait(timeout=30) in (0, -signal.SIGTERM)
-    assert "Application shutdown complete" in guarded.log()
+def refuses_connections(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError:
+        return True
+    return False
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits(heavy_root: Path, tmp_path: Path) -> None:
+    """Its own server (it stops it). The request's body is half sent when SIGTERM arrives."""
+    with guarded_server(heavy_root, tmp_path) as server:
+        body = json.dumps({"name": "late", "vector": [0.25] * 32}).encode()
+        host, port = server.base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            head = (
+                f"POST /infer HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"X-API-Key: {USER_KEY}\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            sock.sendall(head + body[:10])
+            # The app has the request (the limiter counts it in flight) before the signal, not after a fixed time.
+            wait_for(
+                lambda: metric_value(scrape(server), "recsys_in_flight_requests") == 1, 30, "the request in flight"
+            )
+            server.process.send_signal(signal.SIGTERM)
+            wait_for(lambda: refuses_connections(host, int(port)), 30, "no longer accepting new connections")
+            assert server.process.poll() is None, "exited with a request in flight"
+            sock.sendall(body[10:])
+            response = b""
+            while chunk := sock.recv(65536):
+                response += chunk
+        status_line, _, rest = response.partition(b"\r\n")
+        assert status_line == b"HTTP/1.1 200 OK", response[:200]
+        assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["name"] == "late"
+        assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in server.log()

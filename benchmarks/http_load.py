@@ -635,10 +635,12 @@ class Plan:
     api_launcher: str  # "recsys-serve", or "nodelay": api.app:create_app through floor_app's launcher
     flask_reference: bool  # also load the design this service replaces (benchmarks/flask_reference.py)
     compare_tree: Path | None  # also serve the index with the service code of this source tree (an older commit)
+    granian: bool  # also serve the same app under granian (a Rust HTTP server for ASGI) instead of uvicorn
     filter: dict[str, list[str]] | None  # also load /infer with this filter
 
     def estimated_seconds(self) -> float:
-        targets = 3 + int(self.flask_reference) + int(self.compare_tree is not None) + int(self.filter is not None)
+        optional = (self.flask_reference, self.compare_tree is not None, self.filter is not None, self.granian)
+        targets = 3 + sum(optional)
         per_workers = len(self.concurrency) * targets + 2 * len(self.batch_sizes)
         return len(self.workers) * (per_workers * (self.duration + 1) + 2 * self.warmup + 20)
 
@@ -746,7 +748,24 @@ def start_references(
         base.wait_ready(workers, plan.ready_timeout)
         run["servers"]["compare"] = {"pid": base.pid, "port": port, "tree": str(plan.compare_tree)}
         out.append(("infer_ann_compare", port))
+    if plan.granian:
+        port = free_port()
+        cmd = granian_command(port, workers, plan.server_args)
+        env = server_env({"RECSYS_INDEX_ROOT": str(served.index_root), "RECSYS_WORKERS": str(workers)})
+        env.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="granian-metrics-", dir=tmp))
+        granian = stack.enter_context(started(Server("granian", cmd, env, tmp / f"granian-{workers}.log", port)))
+        granian.wait_ready(0, plan.ready_timeout)
+        run["servers"]["granian"] = {"pid": granian.pid, "port": port, "command": cmd}
+        out.append(("infer_ann_granian", port))
     return out
+
+
+def granian_command(port: int, workers: int, server_args: Sequence[str]) -> list[str]:
+    """The service's app factory under granian (ASGI, uvloop, no websockets), the same worker count."""
+    loop = "asyncio" if "asyncio" in server_args else "uvloop"
+    where = ["--host", HOST, "--port", str(port), "--workers", str(workers)]
+    head = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--loop", loop, "--no-ws"]
+    return [*head, "--log-level", "warning", *where, "api.app:create_app"]
 
 
 def _log_point(workers: int, point: dict[str, Any]) -> None:
@@ -810,6 +829,7 @@ TARGET_STYLE = {
     "floor": "0.15",
     "flask_reference": "0.75",
     "infer_ann_compare": "0.5",
+    "infer_ann_granian": "tab:purple",
     "infer_ann": "tab:blue",
     "infer_filtered": "tab:green",
     "infer_exact": "tab:red",
@@ -941,6 +961,9 @@ def parser() -> argparse.ArgumentParser:
         help="also serve the index with the service code of this source tree, e.g. a git worktree of an older commit",
     )
     p.add_argument(
+        "--granian", action="store_true", help="also serve the same app under granian (bench extra) for comparison"
+    )
+    p.add_argument(
         "--filter",
         type=json.loads,
         help='also load /infer with this filter, e.g. \'{"popularity": ["tail"]}\' (gowalla_als has popularity bands)',
@@ -990,6 +1013,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         api_launcher=args.api_launcher,
         flask_reference=args.flask_reference,
         compare_tree=args.compare_tree,
+        granian=args.granian,
         filter=args.filter,
     )
     with sigterm_as_exit():

@@ -115,5 +115,11 @@ def test_asgi_cost_measures_every_path(tiny_index: Path, tmp_path: Path) -> None
     done = subprocess.run([*command, "--tag", "tiny"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "asgi_cost_tiny.json").read_text())
-    assert set(result["us_per_request"]) == {"floor_app", "service_floor", "infer_ann", "infer_exact"}
+    assert set(result["us_per_request"]) == {
+        "floor_app",
+        "service_floor",
+        "infer_ann",
+        "infer_ann_16_per_turn",
+        "infer_exact",
+    }
     assert all(value > 0 for value in result["us_per_request"].values())

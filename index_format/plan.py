@@ -118,14 +118,12 @@ def plan_search(
     filtered = allowed is not None
     if fetch <= 0:
         return SearchPlan(Method.NOTHING, k, 0, allowed, excluded, (), True, "filtered" if filtered else "ann")
-    if exact or reader.family == "flat":
+    if exact or reader.family == "flat" or (filtered and policy.filter_is_exact(available, reader.count, reader.dim)):
         method = exact_method(reader, policy, allowed)
-        inline = available * reader.dim <= policy.inline_work
-        return SearchPlan(method, k, fetch, allowed, excluded, (), inline, "exact")
-    if allowed is not None and policy.filter_is_exact(available, reader.count, reader.dim):
-        method = exact_method(reader, policy, allowed)
-        inline = available * reader.dim <= policy.inline_work
-        return SearchPlan(method, k, fetch, allowed, excluded, (), inline, "filtered")
+        scanned = reader.count if method is Method.FULL_PROBE else available  # a full probe reads every list
+        inline = scanned * reader.dim <= policy.inline_work
+        kind = "exact" if exact or reader.family == "flat" else "filtered"
+        return SearchPlan(method, k, fetch, allowed, excluded, (), inline, kind)
     if allowed is None:
         effective = reader.default_params_key if not params else merged_params(reader.default_params_key, params)
         return SearchPlan(Method.ANN, k, fetch, None, excluded, effective, True, "ann")

@@ -70,6 +70,7 @@ def parse_batch(body: Any, rules: RequestRules, max_batch: int) -> list[SearchRe
 
 
 NUMBER_TYPES = frozenset({float, int})
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 PLAIN_FIELDS = frozenset({"name", "vector", "k", "exact"})
 
 
@@ -83,14 +84,10 @@ def _plain_item(raw: Any, rules: RequestRules) -> SearchRequest | None:
         return None
     if len(vector) != rules.dim or not 1 <= k <= rules.max_k or not set(map(type, vector)) <= NUMBER_TYPES:
         return None
-    try:
-        with np.errstate(over="ignore"):
-            values = np.array(vector, dtype=np.float32)
-    except OverflowError:  # an integer beyond float range
+    # JSON numbers are finite (a NaN literal is not a float here); only values beyond float32 need the full walk.
+    if not (-FLOAT32_MAX <= min(vector) and max(vector) <= FLOAT32_MAX) or not valid_text(name):
         return None
-    if not np.isfinite(values).all() or not valid_text(name):
-        return None
-    return SearchRequest(vector=values, k=k, exact=exact, name=name)
+    return SearchRequest(vector=np.array(vector, dtype=np.float32), k=k, exact=exact, name=name)
 
 
 def _parse_item(raw: Any, loc: list[str | int], rules: RequestRules, problems: list[Problem]) -> SearchRequest | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.asgi_cost import call, request_bodies
+from benchmarks.asgi_cost import call, request_bodies, run_on_server_loop
 
 
 async def profile(index_root: Path, queries: np.ndarray, exact: bool, requests: int) -> cProfile.Profile:
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="profile-metrics-") as metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # as under recsys-serve
         queries = np.ascontiguousarray(np.load(args.queries), dtype=np.float32)
-        profiler = asyncio.run(profile(args.index_root, queries, args.exact, args.requests))
+        profiler = run_on_server_loop(profile(args.index_root, queries, args.exact, args.requests))
     pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
     return 0
 

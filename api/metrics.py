@@ -119,6 +119,7 @@ class Metrics:
         self._tally = Tally()
         self._flush_scheduled = False
         self._in_flight_now: Callable[[], int] = lambda: 0
+        self._in_flight_published = 0
 
     def track_in_flight(self, in_flight_now: Callable[[], int]) -> None:
         """Where the requests in progress are counted (api/limits.py); published at each flush."""
@@ -161,7 +162,10 @@ class Metrics:
             child._sum.inc(total)
         if tally.worker_requests:
             self.worker_requests.inc(tally.worker_requests)
-        self.in_flight.set(self._in_flight_now())
+        in_flight = self._in_flight_now()
+        if in_flight != self._in_flight_published:  # one mmap write less per flush when nothing changed
+            self.in_flight.set(in_flight)
+            self._in_flight_published = in_flight
 
     def flush_soon(self) -> None:
         """After a request: flush at the end of this event-loop turn (one pending flush at a time)."""

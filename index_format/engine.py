@@ -84,7 +84,8 @@ class SearchIndex:
         fetch = max(plan.fetch for plan in plans)
         found = self.reader.execute(plans[0], xq, fetch)
         out = []
-        for plan, rows, scores in zip(plans, found.rows, found.scores, strict=True):
+        results = zip(plans, found.rows, found.scores, strict=True) if len(plans) > 1 else [(plans[0], *found.first)]
+        for plan, rows, scores in results:
             if plan.excluded.size:
                 keep = (rows >= 0) & ~np.isin(rows, plan.excluded)
                 rows, scores = rows[keep], scores[keep]

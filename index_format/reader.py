@@ -35,6 +35,11 @@ class SearchResult:
     scores: F32  # (nq, k), best first; -inf where fewer than k rows qualify
     rows: I64  # (nq, k) internal row numbers; -1 where fewer than k rows qualify
 
+    @property
+    def first(self) -> tuple[I64, F32]:
+        """(rows, scores) of the first query."""
+        return self.rows[0], self.scores[0]
+
 
 def _flat_codes_view(index: Any) -> F32 | None:
     """Zero-copy (N, d) float32 view of an IndexFlat's stored vectors (mapped pages when loaded with MMAP_IFC)."""

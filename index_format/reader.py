@@ -87,12 +87,22 @@ class IndexReader:
     # ---- vectors and ids -------------------------------------------------------------------------------------
 
     def _raw_vectors(self) -> F32 | None:
+        """The (N, d) raw vectors in row order, mapped: the index's own flat storage, or, for IVF kinds whose lists
+        hold them scattered, the norm-ordered copy the builder stores beside it (`layout.RAW_VECTORS_FILE`)."""
         if isinstance(self.base, faiss.IndexFlat):
             return _flat_codes_view(self.base)
         if isinstance(self.base, faiss.IndexHNSW):
             return _flat_codes_view(self.base.storage)
         if isinstance(self.base, faiss.IndexRefine):
             return _flat_codes_view(self.base.refine_index)
+        copy = self.version_dir / layout.RAW_VECTORS_FILE
+        if copy.exists():
+            vectors: F32 = _mapped(copy)
+            if vectors.shape != (self.count, self.dim) or vectors.dtype != np.float32:
+                raise layout.FormatError(
+                    f"{copy}: {vectors.dtype} {vectors.shape}, expected float32 ({self.count}, {self.dim})"
+                )
+            return vectors
         return None
 
     def external_ids(self, rows: I64) -> list[Any]:
@@ -159,31 +169,28 @@ class IndexReader:
         return self._approximate(xq, k, merged, allowed)
 
     def _exact(self, xq: F32, k: int, allowed: I64 | None) -> SearchResult:
-        method = self.manifest.exact_method
-        # faiss's by-id path (IndexFlat + IDSelectorArray) computes only the allowed rows: measured 3-10x faster than
-        # the norm-ordered scan for instacart departments (unit norms: nothing to prune), and faster on gowalla_als
-        # up to ~6k rows; beyond that, norm-skewed data prunes better with the norm-ordered scan.
-        by_id_max_rows = 4096
-        if (
-            self.vectors is not None
-            and allowed is not None
-            and (method != "norm_scan" or allowed.size <= by_id_max_rows)
+        # The norm-ordered scan (index_format.norm_scan) serves every filtered exact request and, unless the builder
+        # measured faiss's flat kernel faster (unit-norm data), the unfiltered ones: it scores only the allowed rows,
+        # stopping at the Cauchy–Schwarz bound.
+        flat = self._flat_storage()
+        if self.vectors is not None and (
+            self.manifest.exact_method != "faiss_flat" or allowed is not None or flat is None
         ):
-            flat = self.base if self.family == "flat" else _storage_index(self.base)
-            keep_alive = np.ascontiguousarray(allowed, dtype=np.int64)
-            selector = faiss.IDSelectorArray(keep_alive.size, faiss.swig_ptr(keep_alive))
-            result = _faiss_search(flat, xq, k, faiss.SearchParameters(sel=selector))
-            del keep_alive
-            return result
-        if self.vectors is not None and (method == "norm_scan" or allowed is not None):
             scores, rows = norm_scan(self.vectors, self.norms, xq, k, rows=allowed)
             return SearchResult(scores, rows)
-        if self.vectors is not None:
-            flat = self.base if self.family == "flat" else _storage_index(self.base)
+        if flat is not None:
             return _faiss_search(flat, xq, k, None)
-        # IVF without a raw copy: probing every list is exhaustive.
+        # IVF built before the builder stored a raw copy: probing every list is exhaustive.
         nlist = int(faiss.extract_index_ivf(self.base).nlist)
         return self._approximate(xq, k, {"nprobe": nlist}, allowed)
+
+    def _flat_storage(self) -> Any:
+        """The faiss IndexFlat holding the raw vectors, or None (IVF lists)."""
+        if self.family == "flat":
+            return self.base
+        if self.family in ("hnsw", "refine"):
+            return _storage_index(self.base)
+        return None
 
     def _approximate(self, xq: F32, k: int, params: dict[str, int], allowed: I64 | None) -> SearchResult:
         if allowed is None:

@@ -13,7 +13,7 @@ import pytest
 
 # benchmarks/ is not an installed package: make the repo root importable (spawned workers inherit sys.path)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks import ann, scale, synthetic
+from benchmarks import ann, ann_table, scale, synthetic
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # the reference libraries are dev extras; without them the references are left out and their test is skipped
@@ -81,6 +81,14 @@ def test_ann_points_are_plausible(ann_result: tuple[dict[str, Any], Path]) -> No
     assert summary["exact_flat_qps_single"] == by_kind["flat"]["points"][0]["qps_single"]
     flat_row = next(r for r in summary["rows"] if r["method"].startswith("flat"))
     assert flat_row["x_flat"] == 1.0 and flat_row["reaches_target"]
+
+
+def test_ann_table_has_a_row_per_method(ann_result: tuple[dict[str, Any], Path]) -> None:
+    result, _ = ann_result
+    lines = ann_table.table(result).splitlines()
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| method")]
+    assert len(rows) == len(result["methods"])
+    assert rows[0].startswith("| flat: Flat exact | — | 1.0000 |") and "| 1.00 |" in rows[0]
 
 
 @pytest.mark.parametrize("library", ["hnswlib", "usearch", "scann"])

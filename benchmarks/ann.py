@@ -220,7 +220,13 @@ def _run_ours(job: dict[str, Any], items: F32, xq: F32, truth: F32, tune: F32 | 
         rows = reader.search(q, K, params or None).rows
         return np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
 
+    def search_exact(q: F32, params: dict[str, int]) -> I64:
+        rows = reader.search(q, K, exact=True).rows
+        return np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
+
     points = _sweep(search, grid, items, xq, truth, job["budget_s"])
+    # `exact: true` on this kind (what the API runs for it): exact kinds' own points already are
+    exact_point = points[0] if spec.exact else _sweep(search_exact, [{}], items, xq, truth, job["budget_s"])[0]
     label = f"auto → {manifest.kind}" if kind == "auto" else kind
     return {
         "method": f"{label}: {manifest.factory}"
@@ -246,6 +252,7 @@ def _run_ours(job: dict[str, Any], items: F32, xq: F32, truth: F32, tune: F32 | 
             "notes": manifest.notes,
         },
         "points": points,
+        "exact_search": exact_point,
         "_peak_after_build": peak_after_build,
     }
 

@@ -42,6 +42,23 @@ def table(result: dict[str, Any]) -> str:
             f"| {row['method']} | {_params(row['params'])} | {row['recall']:.4f} | {row['qps_single']:,.0f} | "
             f"{row['x_flat']:.2f} | {row['p50_ms']:.3f} / {row['p99_ms']:.3f} | {row['qps_batch']:,.0f} | {tail}"
         )
+    exact = [m for m in result["methods"] if m.get("exact_search")]
+    if exact:
+        fastest = max(m["exact_search"]["qps_single"] for m in exact)
+        lines += [
+            "",
+            "`exact: true` on each kind (the norm-ordered scan of its raw vectors unless `exact_method` says):",
+            "",
+            "| kind | exact_method | recall@10 | QPS single | × fastest exact | p50 / p99 ms |",
+            "|---|---|---|---|---|---|",
+        ]
+        for method in exact:
+            point = method["exact_search"]
+            lines.append(
+                f"| {method['method'].split(':')[0]} | {method['builder_choice']['exact_method']} | "
+                f"{point['recall']:.4f} | {point['qps_single']:,.0f} | {point['qps_single'] / fastest:.2f} | "
+                f"{point['p50_ms']:.3f} / {point['p99_ms']:.3f} |"
+            )
     return "\n".join(lines)
 
 

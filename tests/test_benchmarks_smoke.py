@@ -86,9 +86,13 @@ def test_ann_points_are_plausible(ann_result: tuple[dict[str, Any], Path]) -> No
 def test_ann_table_has_a_row_per_method(ann_result: tuple[dict[str, Any], Path]) -> None:
     result, _ = ann_result
     lines = ann_table.table(result).splitlines()
-    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| method")]
-    assert len(rows) == len(result["methods"])
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith(("| method", "| kind"))]
+    ours = [m for m in result["methods"] if m["library"] == "ours"]
+    assert len(rows) == len(result["methods"]) + len(ours)  # one row per method, one per kind's `exact: true`
     assert rows[0].startswith("| flat: Flat exact | — | 1.0000 |") and "| 1.00 |" in rows[0]
+    ours = [m for m in result["methods"] if m["library"] == "ours"]
+    assert all(m["exact_search"]["recall"] == 1.0 for m in ours)  # `exact: true` on every kind is exact
+    assert "| ivf | norm_scan | 1.0000 |" in ann_table.table(result)
 
 
 @pytest.mark.parametrize("library", ["hnswlib", "usearch", "scann"])

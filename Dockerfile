@@ -9,11 +9,13 @@
 # ---- build stage: a virtualenv with the dependencies, then the project ----------------------------------------
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# A C compiler for the exact-scan kernel (index_format/_norm_scan.c, built by setup.py); only this stage has it.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Dependencies get a layer of their own, rebuilt only when pyproject.toml changes.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt

@@ -1,4 +1,4 @@
-"""Recall–speed curves: every index kind the builder offers, plus hnswlib and usearch, on one dataset.
+"""Recall–speed curves: every index kind the builder offers, plus hnswlib, usearch and ScaNN, on one dataset.
 
     python -m benchmarks.ann --dataset gowalla_als --data-dir ../shared/data --out benchmarks/results
     python -m benchmarks.ann --dataset synthetic --n 200000 --d 64 --out benchmarks/results
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -30,9 +31,11 @@ from benchmarks import common, plots, synthetic
 from benchmarks.common import F32, I64, K
 
 DATASETS = ("gowalla_als", "instacart_products", "glove6b50", "synthetic")
-OUR_KINDS = ("flat", "pruned", "hnsw", "ivf", "ivfpq")
-REFERENCES = ("hnswlib", "usearch")
+OUR_KINDS = ("flat", "pruned", "hnsw", "ivf", "ivfpq", "ivffs", "auto")
+REFERENCES = ("hnswlib", "usearch", "scann")
 REF_EF_GRID = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+SCANN_LEAVES_GRID = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+SCANN_REORDER = (40, 100, 250)  # float32 re-rank depth after the AH (4-bit, 2 dims per block) scores
 IVFPQ_K_FACTORS = (8, 32)  # of the builder's (4, 8, 16, 32), plus the one it chose: enough for the curve
 SATURATED = 0.999  # stop raising a search parameter once recall reaches this
 PLATEAU = 0.001  # ... or once two more steps gained less than this (the curve has flattened)
@@ -137,7 +140,7 @@ def run_method(job: dict[str, Any]) -> dict[str, Any]:
     truth: F32 = np.load(work / "truth.npy")
     tune = np.load(work / "tune.npy") if (work / "tune.npy").exists() else None
     baseline = common.peak_rss_bytes()
-    runner = {"ours": _run_ours, "hnswlib": _run_hnswlib, "usearch": _run_usearch}[job["library"]]
+    runner = {"ours": _run_ours, "hnswlib": _run_hnswlib, "usearch": _run_usearch, "scann": _run_scann}[job["library"]]
     record = runner(job, items, xq, truth, tune)
     record["memory"] = {
         "baseline_rss_bytes": baseline,  # interpreter + libraries + the dataset arrays
@@ -205,9 +208,11 @@ def _run_ours(job: dict[str, Any], items: F32, xq: F32, truth: F32, tune: F32 | 
     reader.warm()
     ids = np.asarray(reader.ids)
     common.set_search_threads(1)
-    spec = kinds.spec_for(kind, n, d)
+    spec = kinds.spec_for(manifest.kind, n, d, manifest.factory)
     grid = spec.grid or [{}]
-    if kind == "ivfpq":
+    if kind == "auto":  # what `auto` publishes, at the parameters it chose: one point
+        grid = [dict(manifest.default_params)]
+    if kind in ("ivfpq", "ivffs"):
         k_factors = {*IVFPQ_K_FACTORS, manifest.default_params.get("k_factor")}
         grid = [p for p in grid if p["k_factor"] in k_factors]
 
@@ -215,11 +220,18 @@ def _run_ours(job: dict[str, Any], items: F32, xq: F32, truth: F32, tune: F32 | 
         rows = reader.search(q, K, params or None).rows
         return np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
 
+    def search_exact(q: F32, params: dict[str, int]) -> I64:
+        rows = reader.search(q, K, exact=True).rows
+        return np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
+
     points = _sweep(search, grid, items, xq, truth, job["budget_s"])
+    # `exact: true` on this kind (what the API runs for it): exact kinds' own points already are
+    exact_point = points[0] if spec.exact else _sweep(search_exact, [{}], items, xq, truth, job["budget_s"])[0]
+    label = f"auto → {manifest.kind}" if kind == "auto" else kind
     return {
-        "method": f"{kind}: {manifest.factory}"
-        + (" exact, norm-sorted scan" if kind == "pruned" else "")
-        + (" exact" if kind == "flat" else ""),
+        "method": f"{label}: {manifest.factory}"
+        + (" exact, norm-sorted scan" if manifest.kind == "pruned" else "")
+        + (" exact" if manifest.kind == "flat" else ""),
         "library": "ours",
         "kind": kind,
         "factory": manifest.factory,
@@ -235,8 +247,12 @@ def _run_ours(job: dict[str, Any], items: F32, xq: F32, truth: F32, tune: F32 | 
             "recall_heldout": manifest.recall_at_k,
             "exact_method": manifest.exact_method,
             "tuning_queries": manifest.tuning["queries_source"],
+            "published_kind": manifest.kind,
+            "candidates": manifest.tuning["candidates"],
+            "notes": manifest.notes,
         },
         "points": points,
+        "exact_search": exact_point,
         "_peak_after_build": peak_after_build,
     }
 
@@ -314,6 +330,57 @@ def _run_usearch(job: dict[str, Any], items: F32, xq: F32, truth: F32, tune: F32
     }
 
 
+def _run_scann(job: dict[str, Any], items: F32, xq: F32, truth: F32, tune: F32 | None) -> dict[str, Any]:
+    """ScaNN as its README configures it for MIPS: a k-means tree over ~2·√N leaves, anisotropic 4-bit AH scores
+    on 2-dimension blocks, exact float32 re-ranking; swept over leaves searched × re-rank depth."""
+    import scann
+
+    n, d = items.shape
+    leaves = max(16, int(round(2 * np.sqrt(n))))
+    started = time.perf_counter()
+    searcher = (
+        scann.scann_ops_pybind.builder(items, K, "dot_product")
+        .tree(num_leaves=leaves, num_leaves_to_search=min(leaves, 32), training_sample_size=min(n, 250_000))
+        .score_ah(2, anisotropic_quantization_threshold=0.2)
+        .reorder(max(SCANN_REORDER))
+        .set_n_training_threads(job["build_threads"])
+        .build()
+    )
+    build_seconds = time.perf_counter() - started
+    path = Path(job["work"]) / "scann"
+    path.mkdir(exist_ok=True)
+    searcher.serialize(str(path))
+    size = common.dir_bytes(path)
+    shutil.rmtree(path)
+    peak_after_build = common.peak_rss_bytes()
+    searcher.set_num_threads(1)
+
+    def search(q: F32, params: dict[str, int]) -> I64:
+        if q.shape[0] == 1:  # search() skips the batch set-up: what a single-query server would call
+            labels, _ = searcher.search(
+                q[0], K, pre_reorder_num_neighbors=params["reorder"], leaves_to_search=params["leaves"]
+            )
+            return np.asarray(labels, dtype=np.int64).reshape(1, -1)
+        labels, _ = searcher.search_batched(
+            q, K, pre_reorder_num_neighbors=params["reorder"], leaves_to_search=params["leaves"]
+        )
+        rows: I64 = np.asarray(labels, dtype=np.int64)
+        return rows
+
+    grid = [{"leaves": lv, "reorder": r} for r in SCANN_REORDER for lv in SCANN_LEAVES_GRID if lv <= leaves]
+    points = _sweep(search, grid, items, xq, truth, job["budget_s"])
+    return {
+        "method": f"ScaNN tree {leaves} leaves, AH 2-dim, reorder",
+        "library": "scann",
+        "kind": "scann",
+        "factory": f"scann dot_product tree(num_leaves={leaves}) score_ah(2, threshold=0.2) reorder",
+        "exact": False,
+        "build": {"index_seconds": round(build_seconds, 2), "builder_seconds": None, "index_bytes": size},
+        "points": points,
+        "_peak_after_build": peak_after_build,
+    }
+
+
 # ---- driver --------------------------------------------------------------------------------------------------
 
 
@@ -329,6 +396,9 @@ def method_jobs(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     for library in _csv(args.refs):
         if library not in REFERENCES:
             raise SystemExit(f"unknown reference {library!r}; expected {', '.join(REFERENCES)}")
+        if library == "scann":  # one build: its search parameters (leaves, re-rank depth) are swept
+            jobs.append({**shared, "library": library})
+            continue
         for setting in _csv(args.ref_builds):
             m, _, ef_construction = setting.partition(":")
             jobs.append({**shared, "library": library, "M": int(m), "ef_construction": int(ef_construction or 100)})
@@ -383,7 +453,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             np.save(work / "tune.npy", np.ascontiguousarray(dataset.tune_queries, dtype=np.float32))
         methods = []
         for job in method_jobs(args, work):
-            label = job.get("kind") or f"{job['library']} M={job['M']} efC={job['ef_construction']}"
+            label = job.get("kind") or f"{job['library']} M={job.get('M')} efC={job.get('ef_construction')}"
             print(f"  {label}: building", file=sys.stderr)
             started = time.perf_counter()
             with ProcessPoolExecutor(1, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:

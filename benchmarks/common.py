@@ -56,7 +56,7 @@ def machine_info() -> dict[str, Any]:
     except (OSError, ValueError, IndexError):
         mem_total = 0
     versions: dict[str, str] = {"faiss": faiss.__version__, "numpy": np.__version__}
-    for name in ("hnswlib", "usearch"):
+    for name in ("hnswlib", "usearch", "scann"):
         try:
             from importlib.metadata import version
 

@@ -132,10 +132,17 @@ def _build_into(
         _tune_candidate(staging, candidate, metadata, vectors, split, truth_tune, truth_heldout, k, options, progress)
         candidates.append(candidate)
     chosen, notes = _choose(candidates, options)
+    if chosen.spec.per_worker_bytes:
+        notes.append(
+            f"{chosen.spec.kind} is not fully memory-mapped: each serving process holds a private copy of "
+            f"~{chosen.spec.per_worker_bytes / 2**20:.1f} MiB (per_worker_bytes {chosen.spec.per_worker_bytes})"
+        )
     for note in notes:
         progress.message(note)
 
     os.replace(chosen.file, staging / layout.INDEX_FILE)
+    if chosen.spec.raw_copy:
+        np.save(staging / layout.RAW_VECTORS_FILE, vectors)  # the exact scan's rows (IVF lists scatter them)
     shutil.rmtree(staging / CANDIDATES_DIR)
     assert chosen.chosen is not None
     manifest = layout.Manifest(
@@ -257,6 +264,7 @@ def _build_candidate(staging: Path, spec: kinds.KindSpec, vectors: F32, seed: in
             progress.update(f"add {spec.kind}", min(start + ADD_CHUNK, vectors.shape[0]), vectors.shape[0])
         if spec.kind == "factory":
             spec.grid = kinds.search_grid_for_factory(index)
+            spec.raw_copy = kinds.needs_raw_copy(index)
         faiss.write_index(index, str(path))
         del index
     return Candidate(spec, path, time.perf_counter() - started, path.stat().st_size, spec.exact_method)

@@ -8,7 +8,7 @@ from typing import Any
 
 import faiss
 
-KINDS = ("auto", "flat", "pruned", "hnsw", "ivf", "ivfpq", "factory")
+KINDS = ("auto", "flat", "pruned", "hnsw", "ivf", "ivfpq", "ivffs", "factory")
 EXACT_KINDS = ("flat", "pruned")
 
 HNSW_M = 32
@@ -21,7 +21,10 @@ K_FACTORS = (4, 8, 16, 32)
 @dataclass
 class KindSpec:
     """kind: our name; factory: faiss index_factory string; grid: per-call params to sweep, cheapest first
-    (an empty grid means exact); exact_method: how `exact: true` searches this kind (see index_format.reader)."""
+    (an empty grid means exact); exact_method: how `exact: true` searches this kind (see index_format.reader);
+    raw_copy: the index file keeps no raw vectors in row order (IVF lists), so the builder stores a norm-ordered
+    copy beside it (`layout.RAW_VECTORS_FILE`) for the exact scan; per_worker_bytes: what faiss copies into each
+    process instead of mapping (FAISS_NOTES: fast-scan codes)."""
 
     kind: str
     factory: str
@@ -29,6 +32,8 @@ class KindSpec:
     exact_method: str = "norm_scan"
     train_size: int = 0
     hnsw_ef_construction: int = 0
+    raw_copy: bool = False
+    per_worker_bytes: int = 0  # not memory-mapped: every serving process holds its own copy of this many bytes
 
     @property
     def exact(self) -> bool:
@@ -46,6 +51,12 @@ def pq_subquantizers(d: int) -> int:
     return max(m for m in range(1, cap + 1) if d % m == 0)
 
 
+def fastscan_subquantizers(d: int) -> int:
+    """Largest divisor of d not above d/2: 4-bit codes over 2 dimensions each (ScaNN's AH default for MIPS)."""
+    cap = max(1, d // 2)
+    return max(m for m in range(1, cap + 1) if d % m == 0)
+
+
 def spec_for(kind: str, n: int, d: int, factory: str | None = None) -> KindSpec:
     if kind == "flat":
         return KindSpec("flat", "Flat", exact_method="faiss_flat")
@@ -57,13 +68,27 @@ def spec_for(kind: str, n: int, d: int, factory: str | None = None) -> KindSpec:
     if kind == "ivf":
         nlist = nlist_for(n)
         grid = [{"nprobe": p} for p in NPROBE_LADDER if p <= nlist]
-        return KindSpec("ivf", f"IVF{nlist},Flat", grid, "full_probe", train_size=min(n, 64 * nlist))
+        return KindSpec("ivf", f"IVF{nlist},Flat", grid, "norm_scan", train_size=min(n, 64 * nlist), raw_copy=True)
     if kind == "ivfpq":
         nlist = nlist_for(n)
         m = pq_subquantizers(d)
         grid = [{"nprobe": p, "k_factor": kf} for kf in K_FACTORS for p in NPROBE_LADDER if p <= nlist]
         return KindSpec(
             "ivfpq", f"IVF{nlist},PQ{m},RFlat", grid, "norm_scan", train_size=min(n, max(64 * nlist, 20000))
+        )
+    if kind == "ivffs":
+        # faiss fast-scan PQ (4-bit codes scored with SIMD lookup tables) re-ranked exactly on the raw vectors: the
+        # closest faiss has to ScaNN's anisotropic-hashing + reorder. Its codes are copied into each process.
+        nlist = nlist_for(n)
+        m = fastscan_subquantizers(d)
+        grid = [{"nprobe": p, "k_factor": kf} for kf in K_FACTORS for p in NPROBE_LADDER if p <= nlist]
+        return KindSpec(
+            "ivffs",
+            f"IVF{nlist},PQ{m}x4fs,RFlat",
+            grid,
+            "norm_scan",
+            train_size=min(n, max(64 * nlist, 20000)),
+            per_worker_bytes=n * ((m + 1) // 2 + 8),  # 4-bit codes + int64 ids per row
         )
     if kind == "factory":
         if not factory:
@@ -74,7 +99,7 @@ def spec_for(kind: str, n: int, d: int, factory: str | None = None) -> KindSpec:
 
 def fits(kind: str, n: int, d: int) -> str | None:
     """Why `auto` should not try this kind for n×d, or None if it should."""
-    if kind == "ivf" and n < 39 * 16 * 4:
+    if kind in ("ivf", "ivffs") and n < 39 * 16 * 4:
         return f"{n} items are too few to train IVF lists"
     if kind == "ivfpq" and n < 20_000:
         return f"{n} items are too few to train PQ codebooks (needs ≥ 20000)"
@@ -89,6 +114,8 @@ def estimated_bytes(kind: str, n: int, d: int) -> int:
         return raw + n * HNSW_M * 2 * 4 * 2
     if kind == "ivfpq":
         return raw + n * (pq_subquantizers(d) + 8)
+    if kind == "ivffs":
+        return raw + n * ((fastscan_subquantizers(d) + 1) // 2 + 8)
     if kind == "ivf":
         return raw + n * 8
     return raw
@@ -99,6 +126,13 @@ def create(spec: KindSpec, d: int) -> Any:
     if spec.hnsw_ef_construction:
         faiss.downcast_index(index).hnsw.efConstruction = spec.hnsw_ef_construction
     return index
+
+
+def needs_raw_copy(index: Any) -> bool:
+    """True for IVF,Flat: its raw vectors are scattered over the lists, so exact search gets a row-ordered copy.
+    (IVF,SQ/PQ without refine keep no exact vector: a copy would undo the compression the factory asked for.)"""
+    base = faiss.downcast_index(index)
+    return isinstance(base, faiss.IndexIVFFlat) and base.code_size == 4 * base.d
 
 
 def search_grid_for_factory(index: Any) -> list[dict[str, int]]:

@@ -18,6 +18,9 @@ IDS_FILE = "ids.npy"  # row -> external id (int64, or utf-8 bytes 'S<w>')
 IDS_SORTED_FILE = "ids_sorted.npy"  # external ids sorted, for id -> row lookups without a dict per worker
 IDS_SORTED_ROWS_FILE = "ids_sorted_rows.npy"  # row of each entry of ids_sorted
 NORMS_FILE = "norms.npy"  # float32 L2 norm per row; rows are stored in descending norm order
+# (N, d) float32 raw vectors in row order, for kinds whose index file keeps none in row order (IVF lists): mapped,
+# its pages are touched only by exact and filtered-exact requests.
+RAW_VECTORS_FILE = "vectors.npy"
 CURRENT_LINK = "current"
 TMP_PREFIX = ".tmp-"
 
@@ -50,7 +53,7 @@ class Manifest:
     metric: str
     id_type: str  # "int" or "str"
     default_params: dict[str, int]
-    exact_method: str  # "norm_scan" (pruned scan of norm-sorted rows), "flat_storage" or "full_probe"
+    exact_method: str  # "norm_scan" (pruned scan of norm-sorted rows), "faiss_flat" or "full_probe" (old IVF builds)
     k: int
     target_recall: float
     recall_at_k: float  # held-out recall@k of default_params

@@ -94,12 +94,22 @@ class IndexReader:
     # ---- vectors and ids -------------------------------------------------------------------------------------
 
     def _raw_vectors(self) -> F32 | None:
+        """The (N, d) raw vectors in row order, mapped: the index's own flat storage, or, for IVF kinds whose lists
+        hold them scattered, the norm-ordered copy the builder stores beside it (`layout.RAW_VECTORS_FILE`)."""
         if isinstance(self.base, faiss.IndexFlat):
             return _flat_codes_view(self.base)
         if isinstance(self.base, faiss.IndexHNSW):
             return _flat_codes_view(self.base.storage)
         if isinstance(self.base, faiss.IndexRefine):
             return _flat_codes_view(self.base.refine_index)
+        copy = self.version_dir / layout.RAW_VECTORS_FILE
+        if copy.exists():
+            vectors: F32 = _mapped(copy)
+            if vectors.shape != (self.count, self.dim) or vectors.dtype != np.float32:
+                raise layout.FormatError(
+                    f"{copy}: {vectors.dtype} {vectors.shape}, expected float32 ({self.count}, {self.dim})"
+                )
+            return vectors
         return None
 
     def external_ids(self, rows: I64) -> list[Any]:
@@ -171,27 +181,28 @@ class IndexReader:
             return SearchResult(np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64))
         if method is Method.ANN:
             return self._approximate(xq, k, plan.params, plan.allowed)
-        if method is Method.BY_ID:
-            assert plan.allowed is not None
-            keep_alive = np.ascontiguousarray(plan.allowed, dtype=np.int64)
-            selector = faiss.IDSelectorArray(keep_alive.size, faiss.swig_ptr(keep_alive))
-            result = _faiss_search(self._flat_storage(), xq, k, faiss.SearchParameters(sel=selector))
-            del keep_alive
-            return result
         if method is Method.NORM_SCAN:
             assert self.vectors is not None
             scores, rows = norm_scan(self.vectors, self.norms, xq, k, rows=plan.allowed)
             return SearchResult(scores, rows)
         if method is Method.FLAT:
             return _faiss_search(self._flat_storage(), xq, k, None)
-        # FULL_PROBE: an IVF without a row-ordered raw copy; probing every list is exhaustive.
+        # FULL_PROBE: an IVF built before the builder stored a row-ordered raw copy; probing every list is exhaustive.
         nlist = int(faiss.extract_index_ivf(self.base).nlist)
         return self._approximate(xq, k, (("nprobe", nlist),), plan.allowed)
 
+    @property
+    def has_flat_storage(self) -> bool:
+        """Whether a faiss IndexFlat holds the raw vectors (flat, hnsw, refine; not IVF lists)."""
+        return self.family in ("flat", "hnsw", "refine")
+
     def _flat_storage(self) -> Any:
+        """The faiss IndexFlat holding the raw vectors, or None (IVF lists)."""
         if self.family == "flat":
             return self.base
-        return _storage_index(self.base)
+        if self.family in ("hnsw", "refine"):
+            return _storage_index(self.base)
+        return None
 
     def _approximate(self, xq: F32, k: int, params: ParamsKey, allowed: I64 | None) -> SearchResult:
         if allowed is None:

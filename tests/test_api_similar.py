@@ -4,6 +4,7 @@ lists; IVF,SQ8 answers 501), unknown ids (404), validation (422) and batch order
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -170,8 +171,18 @@ def test_integer_ids(client_factory: ClientFactory, pruned_root: Path, int_catal
 # ---- IVF: stored vectors read from the inverted lists -------------------------------------------------------------
 
 
-def test_ivf_flat_reads_stored_vectors_from_its_lists(ivf_root: Path, str_catalogue: Catalogue) -> None:
-    reader = IndexReader.open(layout.resolve_current(ivf_root))
+def test_ivf_flat_reads_stored_vectors_from_its_lists(ivf_root: Path, str_catalogue: Catalogue, tmp_path: Path) -> None:
+    """The builder stores a norm-ordered raw copy beside an IVF index; versions built before it did (no copy) read
+    the vectors from the inverted lists."""
+    version = layout.resolve_current(ivf_root)
+    reader = IndexReader.open(version)
+    assert reader.manifest.exact_method == "norm_scan" and reader.vectors is not None
+    copy_order = [str_catalogue.row_of[i] for i in reader.external_ids(np.arange(reader.count))]
+    np.testing.assert_array_equal(reader.vectors, str_catalogue.vectors[copy_order])
+    old = tmp_path / "old"
+    shutil.copytree(version, old)
+    (old / layout.RAW_VECTORS_FILE).unlink()
+    reader = IndexReader.open(old, verify=False)
     assert reader.vectors is None
     stored = StoredVectors(reader)
     rows = np.array([0, 1, 17, 2999, 1500], dtype=np.int64)

@@ -13,11 +13,12 @@ import pytest
 
 # benchmarks/ is not an installed package: make the repo root importable (spawned workers inherit sys.path)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks import ann, scale, synthetic
+from benchmarks import ann, ann_table, scale, synthetic
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # the reference libraries are dev extras; without them the references are left out and their test is skipped
-REFS = [name for name in ("hnswlib", "usearch") if importlib.util.find_spec(name) is not None]
+REFS = [name for name in ("hnswlib", "usearch", "scann") if importlib.util.find_spec(name) is not None]
+GRAPH_REFS = [name for name in REFS if name != "scann"]  # one build per --ref-builds setting; scann builds once
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,8 @@ def test_ann_writes_json_and_plot(ann_result: tuple[dict[str, Any], Path]) -> No
     machine = result["machine"]
     assert machine["cores"] >= 1 and machine["cpu_model"] and machine["commit"] and machine["date"]
     assert [m["method"].split(":")[0] for m in result["methods"]][:4] == ["flat", "pruned", "hnsw", "ivf"]
-    assert [m["method"] for m in result["methods"]][4:] == [f"{name} M=8 efC=40" for name in REFS]
+    assert [m["method"] for m in result["methods"]][4 : 4 + len(GRAPH_REFS)] == [f"{n} M=8 efC=40" for n in GRAPH_REFS]
+    assert [m["library"] for m in result["methods"]][4 + len(GRAPH_REFS) :] == (["scann"] if "scann" in REFS else [])
     # nothing was left in the scratch folder (indexes are built in a temporary directory)
     assert sorted(p.name for p in out.iterdir()) == ["ann_synthetic_2000x16.json", "ann_synthetic_2000x16.png"]
 
@@ -70,7 +72,8 @@ def test_ann_points_are_plausible(ann_result: tuple[dict[str, Any], Path]) -> No
     assert [p["recall"] for p in by_kind["flat"]["points"]] == [1.0]
     assert [p["recall"] for p in by_kind["pruned"]["points"]] == [1.0]
     assert max(p["recall"] for p in by_kind["ivf"]["points"]) >= 0.999
-    for name in ["hnsw", *(f"{name} M=8 efC=40" for name in REFS)]:
+    scann_names = [m["method"] for m in result["methods"] if m["library"] == "scann"]
+    for name in ["hnsw", *(f"{name} M=8 efC=40" for name in GRAPH_REFS), *scann_names]:
         recalls = [p["recall"] for p in by_kind[name]["points"]]
         assert max(recalls) >= 0.9, (name, recalls)
         assert recalls[-1] >= recalls[0], (name, recalls)  # more search effort never loses much
@@ -80,7 +83,19 @@ def test_ann_points_are_plausible(ann_result: tuple[dict[str, Any], Path]) -> No
     assert flat_row["x_flat"] == 1.0 and flat_row["reaches_target"]
 
 
-@pytest.mark.parametrize("library", ["hnswlib", "usearch"])
+def test_ann_table_has_a_row_per_method(ann_result: tuple[dict[str, Any], Path]) -> None:
+    result, _ = ann_result
+    lines = ann_table.table(result).splitlines()
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith(("| method", "| kind"))]
+    ours = [m for m in result["methods"] if m["library"] == "ours"]
+    assert len(rows) == len(result["methods"]) + len(ours)  # one row per method, one per kind's `exact: true`
+    assert rows[0].startswith("| flat: Flat exact | — | 1.0000 |") and "| 1.00 |" in rows[0]
+    ours = [m for m in result["methods"] if m["library"] == "ours"]
+    assert all(m["exact_search"]["recall"] == 1.0 for m in ours)  # `exact: true` on every kind is exact
+    assert "| ivf | norm_scan | 1.0000 |" in ann_table.table(result)
+
+
+@pytest.mark.parametrize("library", ["hnswlib", "usearch", "scann"])
 def test_reference_library_was_measured(ann_result: tuple[dict[str, Any], Path], library: str) -> None:
     pytest.importorskip(library)
     result, _ = ann_result

@@ -42,7 +42,7 @@ def _embeddings(data: dict[str, np.ndarray]) -> Embeddings:
 @pytest.fixture(scope="module")
 def built(data: dict[str, np.ndarray], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     roots = {}
-    for kind in ("flat", "pruned", "hnsw", "ivf", "ivfpq", "auto"):
+    for kind in ("flat", "pruned", "hnsw", "ivf", "ivfpq", "ivffs", "auto"):
         root = tmp_path_factory.mktemp(kind)
         build(_embeddings(data), root, data["tune_queries"], BuildOptions(kind=kind, k=K))
         roots[kind] = root
@@ -62,7 +62,7 @@ def _external_rows(reader: IndexReader, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("kind", ["flat", "pruned", "hnsw", "ivf", "ivfpq"])
+@pytest.mark.parametrize("kind", ["flat", "pruned", "hnsw", "ivf", "ivfpq", "ivffs"])
 def test_exact_search_equals_brute_force(built: dict[str, Path], data: dict[str, np.ndarray], kind: str) -> None:
     reader = _reader(built[kind])
     xq = data["fresh_queries"]
@@ -75,7 +75,7 @@ def test_exact_search_equals_brute_force(built: dict[str, Path], data: dict[str,
     assert np.array_equal(found[untied], true_rows[untied])
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf", "ivfpq"])
+@pytest.mark.parametrize("kind", ["hnsw", "ivf", "ivfpq", "ivffs"])
 def test_approximate_recall_on_fresh_users(built: dict[str, Path], data: dict[str, np.ndarray], kind: str) -> None:
     reader = _reader(built[kind])
     manifest = reader.manifest
@@ -84,12 +84,36 @@ def test_approximate_recall_on_fresh_users(built: dict[str, Path], data: dict[st
     xq = data["fresh_queries"]
     truth = reader.search(xq, K, exact=True)
     found = reader.search(xq, K)
-    assert reader.vectors is not None or kind == "ivf"
-    vectors = (
-        reader.vectors if reader.vectors is not None else data["items"][_external_rows(reader, np.arange(N)[None])[0]]
-    )
-    recall = tie_aware_recall(vectors, xq, found.rows, truth.scores, K)
+    assert reader.vectors is not None
+    recall = tie_aware_recall(reader.vectors, xq, found.rows, truth.scores, K)
     assert recall >= APPROX_RECALL_BOUND, f"{kind} recall@{K} {recall:.3f} on users the builder never saw"
+
+
+@pytest.mark.parametrize("kind", ["flat", "pruned", "hnsw", "ivf", "ivfpq", "ivffs"])
+def test_every_kind_scans_row_ordered_raw_vectors_for_exact_search(
+    built: dict[str, Path], data: dict[str, np.ndarray], kind: str
+) -> None:
+    """No kind answers `exact: true` by probing every IVF list: IVF,Flat gets a norm-ordered raw copy (the only kind
+    whose file keeps none in row order); filtered exact requests scan the same rows."""
+    reader = _reader(built[kind])
+    assert reader.manifest.exact_method in ("norm_scan", "faiss_flat")
+    assert (layout.RAW_VECTORS_FILE in reader.manifest.files) == (kind == "ivf")
+    assert reader.vectors is not None
+    np.testing.assert_array_equal(reader.vectors, data["items"][_external_rows(reader, np.arange(N)[None])[0]])
+    allowed = np.flatnonzero(np.asarray(reader.norms) > 0)[::3].astype(np.int64)
+    xq = data["fresh_queries"][:50]
+    found = reader.search(xq, K, exact=True, allowed=allowed)
+    truth = reader.vectors[allowed] @ xq.T
+    true_kth = np.sort(truth, axis=0)[-K]
+    assert set(found.rows.ravel().tolist()) <= set(allowed.tolist())
+    assert tie_aware_recall(reader.vectors, xq, found.rows, np.sort(truth, axis=0)[::-1][:K].T.copy(), K) == 1.0
+    np.testing.assert_allclose(found.scores[:, -1], true_kth, rtol=1e-5, atol=1e-5)
+
+
+def test_fast_scan_kind_states_its_per_worker_memory(built: dict[str, Path]) -> None:
+    manifest = _reader(built["ivffs"]).manifest
+    assert "x4fs" in manifest.factory
+    assert any("private copy" in note and "per_worker_bytes" in note for note in manifest.notes)
 
 
 def test_sweep_is_recorded_and_params_chosen_on_tuning_half(built: dict[str, Path]) -> None:

@@ -1,0 +1,324 @@
+/* Exact top-k inner-product scan over rows stored in descending-norm order (see index_format/norm_scan.py).
+ *
+ * One call scores every query of a batch: for each query, rows are visited in stored order (or in the order of an
+ * ascending `rows` filter) and the scan stops at the first row whose Cauchy-Schwarz bound ||q|| * norms[row] falls
+ * below the current k-th best score, so no row after it can enter the top-k. The bound is checked before every row:
+ * in C that costs one multiply and one compare per group of 8 rows, so the scan stops within 7 rows of the ideal
+ * row instead of at the end of a numpy-sized block.
+ * The top-k is a min-heap of size k. Several queries share each block of rows read from memory. The GIL is released
+ * while scanning.
+ *
+ * Vectors may be unaligned (faiss's mapped codes start after its header): every load goes through an aligned(1)
+ * vector type. On x86-64 the dot product is compiled twice (AVX2+FMA and baseline SSE) and picked at load time.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef float v8sf __attribute__((vector_size(32)));
+typedef float v8sf_u __attribute__((vector_size(32), aligned(1)));
+typedef float f32_u __attribute__((aligned(1)));
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define MULTIVERSION __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define MULTIVERSION
+#endif
+
+/* Slack on the bound: float32 rounding can make a computed score exceed the exact bound by a few ulps. */
+static const double BOUND_SLACK = 1.0 + 1e-5;
+
+static inline __attribute__((always_inline)) float hsum(v8sf a) {
+    float s = 0.0f;
+    for (int l = 0; l < 8; l++) s += a[l];
+    return s;
+}
+
+static inline __attribute__((always_inline)) float dot(const float *q, const char *row, Py_ssize_t d) {
+    const f32_u *x = (const f32_u *)row;
+    v8sf acc = {0};
+    Py_ssize_t j = 0;
+    for (; j + 8 <= d; j += 8) acc += *(const v8sf *)(q + j) * *(const v8sf_u *)(x + j);
+    float s = hsum(acc);
+    for (; j < d; j++) s += q[j] * x[j];
+    return s;
+}
+
+typedef int v8si __attribute__((vector_size(32)));
+
+/* Lane-wise sums of pairs of lanes picked from two vectors (a generic shuffle: AVX on the haswell clone). */
+static inline __attribute__((always_inline)) v8sf pair_sum(v8sf a, v8sf b, v8si even, v8si odd) {
+    return __builtin_shuffle(a, b, even) + __builtin_shuffle(a, b, odd);
+}
+
+/* Eight rows at once: eight independent accumulator chains keep both FMA units busy (four chains are latency-bound
+ * on 64 dimensions), and one transposing reduction turns the eight accumulators into the eight sums. */
+static inline __attribute__((always_inline)) void dot8(const float *q, const char *const r[8], Py_ssize_t d,
+                                                       float out[8]) {
+    v8sf a[8] = {{0}};
+    Py_ssize_t j = 0;
+    for (; j + 8 <= d; j += 8) {
+        v8sf qv = *(const v8sf *)(q + j);
+        for (int g = 0; g < 8; g++) a[g] += qv * *(const v8sf_u *)((const f32_u *)r[g] + j);
+    }
+    const v8si e1 = {0, 8, 2, 10, 4, 12, 6, 14}, o1 = {1, 9, 3, 11, 5, 13, 7, 15};
+    const v8si e2 = {0, 1, 8, 9, 4, 5, 12, 13}, o2 = {2, 3, 10, 11, 6, 7, 14, 15};
+    const v8si e3 = {0, 1, 2, 3, 8, 9, 10, 11}, o3 = {4, 5, 6, 7, 12, 13, 14, 15};
+    v8sf s01 = pair_sum(a[0], a[1], e1, o1), s23 = pair_sum(a[2], a[3], e1, o1);
+    v8sf s45 = pair_sum(a[4], a[5], e1, o1), s67 = pair_sum(a[6], a[7], e1, o1);
+    v8sf s0123 = pair_sum(s01, s23, e2, o2), s4567 = pair_sum(s45, s67, e2, o2);
+    v8sf sums = pair_sum(s0123, s4567, e3, o3);
+    for (int g = 0; g < 8; g++) out[g] = sums[g];
+    for (; j < d; j++)
+        for (int g = 0; g < 8; g++) out[g] += q[j] * ((const f32_u *)r[g])[j];
+}
+
+/* Min-heap of (score, row) keyed on score; among equal scores the larger row is "smaller" so that it is evicted
+ * first, which keeps the earlier (larger-norm) row on ties. */
+static inline int worse(float sa, int64_t ra, float sb, int64_t rb) { return sa < sb || (sa == sb && ra > rb); }
+
+static inline __attribute__((always_inline)) void sift_down(float *hs, int64_t *hr, Py_ssize_t k, Py_ssize_t i) {
+    for (;;) {
+        Py_ssize_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < k && worse(hs[l], hr[l], hs[m], hr[m])) m = l;
+        if (r < k && worse(hs[r], hr[r], hs[m], hr[m])) m = r;
+        if (m == i) return;
+        float ts = hs[i]; hs[i] = hs[m]; hs[m] = ts;
+        int64_t tr = hr[i]; hr[i] = hr[m]; hr[m] = tr;
+        i = m;
+    }
+}
+
+static inline __attribute__((always_inline)) void sift_up(float *hs, int64_t *hr, Py_ssize_t i) {
+    while (i > 0) {
+        Py_ssize_t p = (i - 1) / 2;
+        if (!worse(hs[i], hr[i], hs[p], hr[p])) return;
+        float ts = hs[i]; hs[i] = hs[p]; hs[p] = ts;
+        int64_t tr = hr[i]; hr[i] = hr[p]; hr[p] = tr;
+        i = p;
+    }
+}
+
+/* Heap contents → best first (score descending, then row ascending); pad to k with (-inf, -1). */
+static void heap_to_sorted(float *hs, int64_t *hr, Py_ssize_t size, Py_ssize_t k) {
+    for (Py_ssize_t end = size - 1; end > 0; end--) {
+        float ts = hs[0]; hs[0] = hs[end]; hs[end] = ts;
+        int64_t tr = hr[0]; hr[0] = hr[end]; hr[end] = tr;
+        sift_down(hs, hr, end, 0);
+    }
+    for (Py_ssize_t i = size; i < k; i++) {
+        hs[i] = -INFINITY;
+        hr[i] = -1;
+    }
+}
+
+/* The rows to scan: all N stored rows, or the ascending subset `rows` (n of them). */
+typedef struct {
+    const char *vectors;
+    Py_ssize_t row_bytes, d;
+    const float *norms;
+    Py_ssize_t n_all, n;
+    const int64_t *rows;
+} Table;
+
+/* One query's scan state; its heap lives in the caller's output rows. */
+typedef struct {
+    const float *q; /* private copy, readable as v8sf up to d rounded up to 8 */
+    double qn;      /* ||q|| with slack */
+    float *hs;
+    int64_t *hr;
+    Py_ssize_t k, size, scanned;
+    float kth;
+    int stopped;
+} Query;
+
+/* Scan positions [start, stop) of the table for one query, stopping (q->stopped) at the first group of 8 rows whose
+ * bound is below the k-th best score. Returns -1 if a visited row breaks "strictly ascending within [0, n_all)": only
+ * visited rows are read, so they are checked here (each against the one before it, so the visited prefix is valid). */
+MULTIVERSION
+static int scan_range(const Table *t, Query *st, Py_ssize_t start, Py_ssize_t stop) {
+    const int64_t *rows = t->rows;
+    Py_ssize_t i = start, k = st->k;
+    while (i < stop) {
+        Py_ssize_t count = stop - i < 8 ? stop - i : 8;
+        int64_t group[8];
+        const char *ptr[8];
+        float scores[8];
+        for (Py_ssize_t g = 0; g < count; g++) {
+            int64_t row = (int64_t)(i + g);
+            if (rows) {
+                row = rows[i + g];
+                if (row >= t->n_all || (i + g == 0 ? row < 0 : row <= rows[i + g - 1])) return -1;
+            }
+            group[g] = row;
+            ptr[g] = t->vectors + row * t->row_bytes;
+        }
+        /* the bound of the group's first row covers the whole group and every row after it */
+        if (st->size == k && st->qn * (double)t->norms[group[0]] < (double)st->kth) {
+            st->stopped = 1;
+            return 0;
+        }
+        if (count == 8) {
+            dot8(st->q, ptr, t->d, scores);
+        } else {
+            for (Py_ssize_t g = 0; g < count; g++) scores[g] = dot(st->q, ptr[g], t->d);
+        }
+        for (Py_ssize_t g = 0; g < count; g++) {
+            float s = scores[g];
+            if (st->size < k) {
+                st->hs[st->size] = s;
+                st->hr[st->size] = group[g];
+                sift_up(st->hs, st->hr, st->size);
+                st->size++;
+                if (st->size == k) st->kth = st->hs[0];
+            } else if (s > st->kth) {
+                st->hs[0] = s;
+                st->hr[0] = group[g];
+                sift_down(st->hs, st->hr, k, 0);
+                st->kth = st->hs[0];
+            }
+        }
+        st->scanned += count;
+        i += count;
+    }
+    return 0;
+}
+
+/* Queries of a batch go through the rows together in blocks of ~BLOCK_BYTES, so a block read from memory serves
+ * every query of the group that has not stopped yet (unit-norm data scans everything: one query at a time would
+ * stream the whole matrix from memory once per query). */
+#define BLOCK_BYTES 65536
+#define GROUP_QUERIES 16
+
+static int scan_group(const Table *t, Query *queries, Py_ssize_t count) {
+    if (count == 1) return scan_range(t, &queries[0], 0, t->n);
+    Py_ssize_t block = BLOCK_BYTES / t->row_bytes / 8 * 8; /* whole groups of 8: stops as in a single-query scan */
+    if (block < 64) block = 64;
+    for (Py_ssize_t start = 0; start < t->n; start += block) {
+        Py_ssize_t stop = t->n - start < block ? t->n : start + block;
+        int active = 0;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            if (queries[i].stopped) continue;
+            if (scan_range(t, &queries[i], start, stop) < 0) return -1;
+            active |= !queries[i].stopped;
+        }
+        if (!active) break;
+    }
+    return 0;
+}
+
+static int get_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t min_bytes, const char *name) {
+    if (PyObject_GetBuffer(obj, view, writable ? (PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) : PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if (view->len < min_bytes) {
+        PyErr_Format(PyExc_ValueError, "%s holds %zd bytes, needs %zd", name, view->len, min_bytes);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(scan_doc,
+             "scan(vectors, norms, queries, d, k, rows, out_scores, out_rows) -> rows scored\n\n"
+             "vectors: (N, d) float32 bytes; norms: (N,) float32; queries: (nq, d) float32; rows: None or (n,)\n"
+             "ascending int64 row numbers (all < N, checked by the caller); out_scores (nq, k) float32 and out_rows\n"
+             "(nq, k) int64 are filled best first, padded with -inf / -1.");
+
+static PyObject *scan(PyObject *self, PyObject *args) {
+    PyObject *vec_obj, *norm_obj, *q_obj, *rows_obj, *os_obj, *or_obj;
+    Py_ssize_t d, k;
+    if (!PyArg_ParseTuple(args, "OOOnnOOO:scan", &vec_obj, &norm_obj, &q_obj, &d, &k, &rows_obj, &os_obj, &or_obj))
+        return NULL;
+    if (d <= 0 || k <= 0) {
+        PyErr_SetString(PyExc_ValueError, "d and k must be positive");
+        return NULL;
+    }
+    Py_buffer vec, nrm, qb, rb = {0}, osb, orb;
+    if (get_buffer(vec_obj, &vec, 0, 0, "vectors") < 0) return NULL;
+    Py_ssize_t n_all = vec.len / (d * (Py_ssize_t)sizeof(float));
+    if (get_buffer(norm_obj, &nrm, 0, n_all * (Py_ssize_t)sizeof(float), "norms") < 0) goto fail_vec;
+    if (get_buffer(q_obj, &qb, 0, 0, "queries") < 0) goto fail_nrm;
+    Py_ssize_t nq = qb.len / (d * (Py_ssize_t)sizeof(float));
+    const int64_t *rows = NULL;
+    Py_ssize_t n = n_all;
+    if (rows_obj != Py_None) {
+        if (get_buffer(rows_obj, &rb, 0, 0, "rows") < 0) goto fail_q;
+        rows = (const int64_t *)rb.buf;
+        n = rb.len / (Py_ssize_t)sizeof(int64_t);
+    }
+    if (get_buffer(os_obj, &osb, 1, nq * k * (Py_ssize_t)sizeof(float), "out_scores") < 0) goto fail_rows;
+    if (get_buffer(or_obj, &orb, 1, nq * k * (Py_ssize_t)sizeof(int64_t), "out_rows") < 0) goto fail_os;
+
+    Py_ssize_t padded = (d + 7) / 8 * 8;
+    float *copies = aligned_alloc(32, (size_t)(GROUP_QUERIES * padded) * sizeof(float));
+    Query *group = malloc(GROUP_QUERIES * sizeof(Query));
+    if (!copies || !group) {
+        free(copies);
+        free(group);
+        PyErr_NoMemory();
+        goto fail_or;
+    }
+    Table table = {(const char *)vec.buf, d * (Py_ssize_t)sizeof(float), d, (const float *)nrm.buf, n_all, n, rows};
+    Py_ssize_t scanned = 0;
+    int status = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    memset(copies, 0, (size_t)(GROUP_QUERIES * padded) * sizeof(float));
+    for (Py_ssize_t first = 0; first < nq && status == 0; first += GROUP_QUERIES) {
+        Py_ssize_t count = nq - first < GROUP_QUERIES ? nq - first : GROUP_QUERIES;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            float *q = copies + i * padded;
+            memcpy(q, (const float *)qb.buf + (first + i) * d, (size_t)d * sizeof(float));
+            double qn = 0.0;
+            for (Py_ssize_t j = 0; j < d; j++) qn += (double)q[j] * q[j];
+            Query init = {q, sqrt(qn) * BOUND_SLACK, (float *)osb.buf + (first + i) * k,
+                          (int64_t *)orb.buf + (first + i) * k, k, 0, 0, -INFINITY, 0};
+            group[i] = init;
+        }
+        status = scan_group(&table, group, count);
+        for (Py_ssize_t i = 0; i < count; i++) {
+            heap_to_sorted(group[i].hs, group[i].hr, group[i].size, k);
+            scanned += group[i].scanned;
+        }
+    }
+    Py_END_ALLOW_THREADS;
+    free(copies);
+    free(group);
+    if (status < 0) {
+        PyErr_Format(PyExc_ValueError, "rows must be strictly ascending row numbers in [0, %zd)", n_all);
+        goto fail_or;
+    }
+    PyBuffer_Release(&orb);
+    PyBuffer_Release(&osb);
+    if (rows) PyBuffer_Release(&rb);
+    PyBuffer_Release(&qb);
+    PyBuffer_Release(&nrm);
+    PyBuffer_Release(&vec);
+    return PyLong_FromSsize_t(scanned);
+
+fail_or:
+    PyBuffer_Release(&orb);
+fail_os:
+    PyBuffer_Release(&osb);
+fail_rows:
+    if (rows) PyBuffer_Release(&rb);
+fail_q:
+    PyBuffer_Release(&qb);
+fail_nrm:
+    PyBuffer_Release(&nrm);
+fail_vec:
+    PyBuffer_Release(&vec);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"scan", scan, METH_VARARGS, scan_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_norm_scan", "Exact norm-ordered top-k scan kernel.", -1,
+                                    methods};
+
+PyMODINIT_FUNC PyInit__norm_scan(void) { return PyModule_Create(&module); }

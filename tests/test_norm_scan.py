@@ -1,0 +1,149 @@
+"""index_format.norm_scan (the C kernel) against numpy brute force on seeded, norm-skewed data: every stopping point,
+filtered rows, k larger than the allowed rows, exact ties, several queries per call, unaligned mapped-like rows, and
+refusal of inputs the kernel would misread."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from index_format.norm_scan import norm_scan, norm_scan_batch
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+
+def sorted_rows(x: npt.NDArray[np.float64]) -> tuple[F32, F32]:
+    x = x[np.argsort(-np.linalg.norm(x, axis=1), kind="stable")].astype(np.float32)
+    return x, np.linalg.norm(x, axis=1).astype(np.float32)
+
+
+def brute_force(vectors: F32, xq: F32, k: int, rows: I64 | None) -> tuple[F32, I64]:
+    """Top-k by (score desc, row asc) in float64, padded with (-inf, -1)."""
+    candidates = np.arange(vectors.shape[0]) if rows is None else rows
+    scores = xq.astype(np.float64) @ vectors[candidates].astype(np.float64).T
+    out_s = np.full((xq.shape[0], k), -np.inf, dtype=np.float32)
+    out_i = np.full((xq.shape[0], k), -1, dtype=np.int64)
+    for qi in range(xq.shape[0]):
+        order = np.lexsort((candidates, -scores[qi]))[:k]
+        out_s[qi, : order.size] = scores[qi, order]
+        out_i[qi, : order.size] = candidates[order]
+    return out_s, out_i
+
+
+def assert_exact(vectors: F32, xq: F32, k: int, rows: I64 | None, got_s: F32, got_i: I64) -> None:
+    """Tie-aware: the scores equal the true top-k scores rank by rank, every returned row really has its score,
+    rows are distinct and allowed, and padding appears exactly where fewer than k rows exist."""
+    true_s, true_i = brute_force(vectors, xq, k, rows)
+    np.testing.assert_array_equal(got_i < 0, true_i < 0)
+    np.testing.assert_allclose(got_s, true_s, rtol=1e-5, atol=1e-5)
+    allowed = set(range(vectors.shape[0])) if rows is None else set(rows.tolist())
+    for qi in range(xq.shape[0]):
+        real = got_i[qi][got_i[qi] >= 0]
+        assert len(set(real.tolist())) == real.size
+        assert set(real.tolist()) <= allowed
+        np.testing.assert_allclose(got_s[qi, : real.size], vectors[real] @ xq[qi], rtol=1e-5, atol=1e-5)
+        assert np.all(np.isneginf(got_s[qi, real.size :]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_norm_scan_equals_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for trial in range(40):
+        n, d = int(rng.integers(1, 1200)), int(rng.integers(1, 40))
+        x = rng.standard_normal((n, d)) * rng.lognormal(0.0, 1.0, (n, 1))
+        if trial % 4 == 0:  # exact ties: duplicated rows
+            x[n // 2 :] = x[: n - n // 2]
+        vectors, norms = sorted_rows(x)
+        xq = (rng.standard_normal((int(rng.integers(1, 6)), d)) * rng.lognormal(0.0, 1.0)).astype(np.float32)
+        k = int(rng.integers(1, 30))
+        rows = np.sort(rng.choice(n, size=int(rng.integers(0, n + 1)), replace=False)) if trial % 3 == 0 else None
+        got_s, got_i, scanned = norm_scan_batch(vectors, norms, xq, k, rows)
+        assert got_s.shape == got_i.shape == (xq.shape[0], k)
+        assert 0 <= scanned <= xq.shape[0] * (n if rows is None else rows.size)
+        assert_exact(vectors, xq, k, rows, got_s, got_i)
+
+
+def test_stops_early_on_norm_skewed_rows_and_scans_everything_on_equal_norms() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((20_000, 16)) * rng.lognormal(0.0, 1.0, (20_000, 1))
+    vectors, norms = sorted_rows(x)
+    xq = rng.standard_normal((20, 16)).astype(np.float32)
+    got_s, got_i, scanned = norm_scan_batch(vectors, norms, xq, 10)
+    assert_exact(vectors, xq, 10, None, got_s, got_i)
+    assert scanned < 0.2 * 20 * 20_000
+    unit = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    unit_norms = np.ones(unit.shape[0], dtype=np.float32)
+    _, _, scanned_unit = norm_scan_batch(unit, unit_norms, xq, 10)
+    assert scanned_unit > 0.9 * 20 * 20_000  # nothing to prune: the bound never drops below the k-th score
+
+
+def test_ties_keep_the_earlier_row() -> None:
+    vectors = np.ones((50, 4), dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1).astype(np.float32)
+    scores, rows = norm_scan(vectors, norms, np.ones((2, 4), dtype=np.float32), 5)
+    assert rows.tolist() == [[0, 1, 2, 3, 4]] * 2
+    np.testing.assert_array_equal(scores, np.full((2, 5), 4.0, dtype=np.float32))
+
+
+def test_k_larger_than_the_allowed_rows_pads() -> None:
+    rng = np.random.default_rng(3)
+    vectors, norms = sorted_rows(rng.standard_normal((100, 8)))
+    xq = rng.standard_normal((3, 8)).astype(np.float32)
+    allowed = np.array([4, 17, 60], dtype=np.int64)
+    scores, rows = norm_scan(vectors, norms, xq, 10, allowed)
+    assert_exact(vectors, xq, 10, allowed, scores, rows)
+    assert (rows[:, 3:] == -1).all() and sorted(rows[0, :3].tolist()) == [4, 17, 60]
+    scores, rows = norm_scan(vectors, norms, xq, 5, np.empty(0, dtype=np.int64))
+    assert (rows == -1).all() and np.isneginf(scores).all()
+    scores, rows = norm_scan(vectors, norms, xq, 200)  # k > N
+    assert_exact(vectors, xq, 200, None, scores, rows)
+
+
+def test_unaligned_rows_as_faiss_maps_them() -> None:
+    """faiss's mapped codes start after its header: the float32 view is usually not 4-byte aligned."""
+    rng = np.random.default_rng(11)
+    vectors, norms = sorted_rows(rng.standard_normal((3000, 37)) * rng.lognormal(0.0, 1.0, (3000, 1)))
+    raw = np.empty(vectors.nbytes + 3, dtype=np.uint8)
+    unaligned = raw[3:].view(np.float32).reshape(vectors.shape)
+    unaligned[:] = vectors
+    assert not unaligned.flags.aligned
+    xq = rng.standard_normal((4, 37)).astype(np.float32)
+    rows = np.arange(0, 3000, 7, dtype=np.int64)
+    for subset in (None, rows):
+        scores, found = norm_scan(unaligned, norms, xq, 10, subset)
+        assert_exact(vectors, xq, 10, subset, scores, found)
+
+
+def test_refuses_inputs_it_would_misread() -> None:
+    vectors = np.ones((10, 4), dtype=np.float32)
+    norms = np.full(10, 2.0, dtype=np.float32)
+    q = np.ones((1, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="expected"):
+        norm_scan(vectors, norms, np.ones((1, 5), dtype=np.float32), 3)
+    with pytest.raises(ValueError, match="norms"):
+        norm_scan(vectors, norms[:5], q, 3)
+    with pytest.raises(ValueError, match="float32"):
+        norm_scan(vectors.astype(np.float64), norms, q, 3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ascending"):
+        norm_scan(vectors, norms, q, 3, np.array([0, 10], dtype=np.int64))
+    with pytest.raises(ValueError, match="ascending"):
+        norm_scan(vectors, norms, q, 3, np.array([3, 2], dtype=np.int64))
+    with pytest.raises(ValueError, match="ascending"):
+        norm_scan(vectors, norms, q, 3, np.array([-1, 2], dtype=np.int64))
+
+
+@pytest.mark.parametrize("skew", [0.0, 1.0])
+def test_batches_share_blocks_and_answer_as_single_queries_do(skew: float) -> None:
+    """Queries of a batch walk the rows together in blocks (each stopping on its own): same answers as one by one."""
+    rng = np.random.default_rng(21)
+    vectors, norms = sorted_rows(rng.standard_normal((5000, 24)) * rng.lognormal(0.0, skew, (5000, 1)))
+    xq = rng.standard_normal((37, 24)).astype(np.float32)
+    for rows in (None, np.sort(rng.choice(5000, 3100, replace=False)).astype(np.int64)):
+        scores, found, scanned = norm_scan_batch(vectors, norms, xq, 12, rows)
+        assert_exact(vectors, xq, 12, rows, scores, found)
+        one_by_one = [norm_scan_batch(vectors, norms, xq[i : i + 1], 12, rows) for i in range(37)]
+        np.testing.assert_array_equal(found, np.concatenate([r[1] for r in one_by_one]))
+        np.testing.assert_array_equal(scores, np.concatenate([r[0] for r in one_by_one]))
+        assert scanned == sum(r[2] for r in one_by_one)

@@ -110,7 +110,9 @@ def free_port() -> int:
 class Server:
     """A server started in its own process group, so stopping it also stops every uvicorn worker it spawned."""
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str], log_path: Path, port: int) -> None:
+    def __init__(
+        self, name: str, command: list[str], env: dict[str, str], log_path: Path, port: int, cwd: Path = REPO
+    ) -> None:
         self.name = name
         self.command = command
         self.port = port
@@ -118,7 +120,7 @@ class Server:
         self._log = open(log_path, "wb")  # closed in stop()
         LOG.info("starting %s on port %d: %s", name, port, " ".join(command))
         self.process = subprocess.Popen(
-            command, env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            command, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     @property
@@ -739,14 +741,18 @@ def start_references(
         out.append(("flask_reference", port))
     if plan.compare_tree is not None:
         port = free_port()
+        # Run from the other tree (`python -c` puts the working directory first on sys.path), with absolute paths.
+        tree, root = plan.compare_tree.resolve(), served.index_root.resolve()
         entry = "import sys; from api.__main__ import main; sys.exit(main())"
         where = ["--host", HOST, "--port", str(port), "--workers", str(workers)]
-        cmd = [sys.executable, "-c", entry, "--index-root", str(served.index_root), *where, *plan.server_args]
-        env = server_env({"RECSYS_INDEX_ROOT": str(served.index_root)})
-        env["PYTHONPATH"] = str(plan.compare_tree.resolve())
-        base = stack.enter_context(started(Server("compare", cmd, env, tmp / f"compare-{workers}.log", port)))
+        cmd = [sys.executable, "-c", entry, "--index-root", str(root), *where, *plan.server_args]
+        env = server_env({"RECSYS_INDEX_ROOT": str(root)})
+        env["PYTHONPATH"] = str(tree)
+        log = tmp / f"compare-{workers}.log"
+        base = stack.enter_context(started(Server("compare", cmd, env, log, port, cwd=tree)))
         base.wait_ready(workers, plan.ready_timeout)
-        run["servers"]["compare"] = {"pid": base.pid, "port": port, "tree": str(plan.compare_tree)}
+        commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+        run["servers"]["compare"] = {"pid": base.pid, "port": port, "tree": str(tree), "commit": commit.strip()}
         out.append(("infer_ann_compare", port))
     if plan.granian:
         port = free_port()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import logging
 import logging.config
 import os
@@ -22,7 +23,15 @@ from uvicorn.config import LOGGING_CONFIG, STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from api.logging_setup import with_format
-from api.settings import HTTP_IMPLEMENTATIONS, LOG_LEVELS, LOOP_IMPLEMENTATIONS, PREFIX, Settings, SettingsError
+from api.settings import (
+    HTTP_IMPLEMENTATIONS,
+    LOG_LEVELS,
+    LOOP_IMPLEMENTATIONS,
+    PREFIX,
+    SERVERS,
+    Settings,
+    SettingsError,
+)
 from api.tcp_config import TcpConfig, reuse_port_workers
 from index_format.layout import FormatError
 
@@ -46,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--http", choices=HTTP_IMPLEMENTATIONS, help="uvicorn's HTTP parser (RECSYS_HTTP, default auto)"
     )
+    parser.add_argument("--server", choices=SERVERS, help="HTTP server (RECSYS_SERVER, default uvicorn)")
     parser.add_argument("--loop", choices=LOOP_IMPLEMENTATIONS, help="uvicorn's event loop (RECSYS_LOOP, default auto)")
     access = parser.add_mutually_exclusive_group()
     access.add_argument("--access-log", dest="access_log", action="store_true", default=None, help="log requests")
@@ -53,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-CLI_SETTINGS = ("index_root", "host", "port", "workers", "log_level", "http", "loop", "access_log")
+CLI_SETTINGS = ("index_root", "host", "port", "workers", "log_level", "server", "http", "loop", "access_log")
 
 
 def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
@@ -82,6 +92,8 @@ def _flag_of(message: str, flags: dict[str, str]) -> str:
 
 def run_server(settings: Settings, log_level: str) -> bool:
     """Serve until stopped (what uvicorn.run does, with `TcpConfig`); False if the server never started."""
+    if settings.server == "granian":
+        return run_granian(settings, log_level)
     config = TcpConfig(
         "api.app:create_app",
         factory=True,
@@ -106,6 +118,30 @@ def run_server(settings: Settings, log_level: str) -> bool:
     server = uvicorn.Server(config)
     server.run()
     return server.started
+
+
+def run_granian(settings: Settings, log_level: str) -> bool:
+    """The same app factory under granian: one process per worker, HTTP/1 parsed in Rust, the app on uvloop.
+    Workers end with the supervisor (api/app.py asks for PR_SET_PDEATHSIG when RECSYS_SERVER=granian)."""
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces, Loops
+
+    server = Granian(
+        "api.app:create_app",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        loop=Loops.asyncio if settings.loop == "asyncio" else Loops.uvloop,
+        http=HTTPModes.http1,
+        websockets=False,
+        log_dictconfig=with_format(log_config(log_level), settings.log_format),
+        respawn_failed_workers=True,
+        workers_kill_timeout=settings.shutdown_timeout or None,
+    )
+    server.serve()
+    return True
 
 
 def log_config(level: str) -> dict[str, Any]:
@@ -151,6 +187,10 @@ def serve(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args, dict(os.environ))
         key_sets(settings)  # a keys file that cannot be read is a bad setting
+        if settings.server == "granian" and importlib.util.find_spec("granian") is None:
+            raise SettingsError(
+                "RECSYS_SERVER=granian: granian is not installed (pip install 'recsys-retrieval[granian]')"
+            )
     except SettingsError as exc:
         LOG.error("recsys-serve: %s", exc)
         return 2

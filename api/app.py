@@ -20,6 +20,7 @@ from api.index_state import IndexHolder, load_index
 from api.metrics import MULTIPROC_ENV
 from api.operations import Operations
 from api.settings import Settings, unknown_variables
+from api.worker_lifetime import exit_with_parent
 from index_format.layout import FormatError
 
 LOG = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ def create_app(settings: Settings | None = None, extra_hot_routes: Mapping[str, 
         settings = Settings.from_env(os.environ)
     for name in unknown_variables(os.environ):
         LOG.warning("ignoring unknown setting %s (see api/README_API.md for the RECSYS_* variables)", name)
+    if settings.server == "granian":
+        exit_with_parent()  # a granian worker (uvicorn's are asked in api/tcp_config.py)
     holder = IndexHolder()
     ops = Operations(settings, holder, os.environ.get(MULTIPROC_ENV))
     endpoints = Endpoints(holder, settings, ops.metrics)

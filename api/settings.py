@@ -13,6 +13,9 @@ LOG_FORMATS = ("text", "json")
 # uvicorn's implementations; "auto" takes httptools and uvloop (dependencies of this package): measured 3-4x the
 # requests per second of h11 + asyncio for the fixed-answer floor (benchmarks/README_http.md).
 HTTP_IMPLEMENTATIONS = ("auto", "httptools", "h11")
+# The HTTP server: uvicorn (default; every operational feature is built and tested on it) or granian (a Rust HTTP
+# server for ASGI, `pip install '.[granian]'`): benchmarks/README_http.md compares them on the same app.
+SERVERS = ("uvicorn", "granian")
 LOOP_IMPLEMENTATIONS = ("auto", "uvloop", "asyncio")
 
 T = TypeVar("T")
@@ -82,6 +85,7 @@ class Settings:
     http: str = setting(_one_of(HTTP_IMPLEMENTATIONS), "auto")
     loop: str = setting(_one_of(LOOP_IMPLEMENTATIONS), "auto")  # uvicorn's event loop: auto (uvloop), uvloop or asyncio
     # several workers: one SO_REUSEPORT listening socket each (api/tcp_config.py)
+    server: str = setting(_one_of(SERVERS), "uvicorn")
     reuse_port: bool = setting(_bool, True)
     # Behind a reverse proxy: take the client address and scheme from X-Forwarded-For / -Proto sent by these
     # addresses (uvicorn's proxy-headers middleware). Off by default: it costs every request a layer.

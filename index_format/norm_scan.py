@@ -21,6 +21,8 @@ from index_format import _norm_scan  # type: ignore[attr-defined]
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
+_F32 = np.dtype(np.float32)
+_I64 = np.dtype(np.int64)
 
 
 def norm_scan(vectors: F32, norms: F32, xq: F32, k: int, rows: I64 | None = None) -> tuple[F32, I64]:
@@ -38,17 +40,18 @@ def norm_scan_batch(vectors: F32, norms: F32, xq: F32, k: int, rows: I64 | None 
     Returns (scores (nq, k), rows (nq, k), rows scored over all queries), best first; ties keep the lower row;
     missing results (fewer than k rows) are row -1 with score -inf.
     """
-    if vectors.dtype != np.float32 or vectors.ndim != 2 or not vectors.flags.c_contiguous:
+    # Checks cost ~1 µs of a ~10 µs query: dtype identity (builtin dtypes are singletons) instead of equality; the
+    # kernel's buffer request refuses non-contiguous vectors and norms (ValueError from numpy).
+    if vectors.dtype is not _F32 or vectors.ndim != 2:
         raise ValueError("vectors must be a C-contiguous float32 (N, d) array")
-    if norms.dtype != np.float32 or norms.shape != (vectors.shape[0],):
+    if norms.dtype is not _F32 or norms.shape != (vectors.shape[0],):
         raise ValueError(f"norms must be float32 of shape ({vectors.shape[0]},)")
     d = vectors.shape[1]
     if xq.ndim != 2 or xq.shape[1] != d:
         raise ValueError(f"queries of shape {xq.shape}, expected (nq, {d})")
-    if xq.dtype != np.float32 or not xq.flags.c_contiguous:
-        xq = np.ascontiguousarray(xq, dtype=np.float32)
-    if rows is not None and (rows.dtype != np.int64 or not rows.flags.c_contiguous):
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
+    xq = np.ascontiguousarray(xq, dtype=_F32)
+    if rows is not None:
+        rows = np.ascontiguousarray(rows, dtype=_I64)
     nq = xq.shape[0]
     if k <= 0 or nq == 0 or d == 0:
         return np.zeros((nq, max(k, 0)), np.float32), np.zeros((nq, max(k, 0)), np.int64), 0

@@ -147,3 +147,14 @@ def test_batches_share_blocks_and_answer_as_single_queries_do(skew: float) -> No
         np.testing.assert_array_equal(found, np.concatenate([r[1] for r in one_by_one]))
         np.testing.assert_array_equal(scores, np.concatenate([r[0] for r in one_by_one]))
         assert scanned == sum(r[2] for r in one_by_one)
+
+
+def test_non_contiguous_inputs_are_refused_or_copied() -> None:
+    rng = np.random.default_rng(5)
+    vectors, norms = sorted_rows(rng.standard_normal((60, 8)))
+    with pytest.raises(ValueError, match="C-contiguous"):  # numpy's buffer export refuses it
+        norm_scan(np.asfortranarray(vectors), norms, np.ones((1, 8), dtype=np.float32), 3)
+    xq = rng.standard_normal((8, 3)).T  # float64, not C-contiguous: converted
+    rows = np.arange(0, 60, 2, dtype=np.int64)[::2]  # strided view: copied
+    scores, found = norm_scan(vectors, norms, xq, 4, rows)  # type: ignore[arg-type]
+    assert_exact(vectors, xq.astype(np.float32), 4, np.ascontiguousarray(rows), scores, found)

@@ -1,6 +1,6 @@
-"""index_format.norm_scan (the C kernel) against numpy brute force on seeded, norm-skewed data: every stopping point,
-filtered rows, k larger than the allowed rows, exact ties, several queries per call, unaligned mapped-like rows, and
-refusal of inputs the kernel would misread."""
+"""index_format.norm_scan (the C kernel, and its numpy fallback) against float64 brute force on seeded, norm-skewed
+data: every stopping point, filtered rows, k larger than the allowed rows, exact ties, several queries per call,
+unaligned mapped-like rows, and refusal of inputs the kernel would misread."""
 
 from __future__ import annotations
 
@@ -8,10 +8,21 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from index_format import norm_scan as norm_scan_module
 from index_format.norm_scan import norm_scan, norm_scan_batch
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
+
+
+@pytest.fixture(params=["c", "numpy"], autouse=True)
+def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs on the C kernel and on the numpy fallback (used when the kernel could not be built)."""
+    if request.param == "numpy":
+        monkeypatch.setattr(norm_scan_module, "_norm_scan", None)
+    elif norm_scan_module._norm_scan is None:
+        pytest.skip("the C kernel was not built (no C compiler or Python headers at install)")
+    return str(request.param)
 
 
 def sorted_rows(x: npt.NDArray[np.float64]) -> tuple[F32, F32]:

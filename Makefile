@@ -64,6 +64,7 @@ bench: install
 	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.ann --dataset instacart_products --data-dir $(DATA_DIR) --out benchmarks/results
 	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.ann --dataset glove6b50 --data-dir $(DATA_DIR) --glove-items $(GLOVE_ITEMS) --ref-builds 16:100,32:400 --budget 1.0 --out benchmarks/results
 	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.ann --dataset synthetic --n 200000 --d 64 --out benchmarks/results
+	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.ann --dataset synthetic --n 1000000 --d 64 --kinds flat,pruned,hnsw,ivf,ivfpq,ivffs --ref-builds 32:100 --budget 1.0 --out benchmarks/results
 	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.ann --dataset synthetic --n 40981 --d 64 --refs "" --out benchmarks/results
 	$(BIN)/python -m benchmarks.plots compare benchmarks/results/ann_gowalla_als.json benchmarks/results/ann_synthetic_40981x64.json --out benchmarks/results/synthetic_vs_gowalla.png
 	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.scale --sizes 100000,300000,1000000 --dims 64,128 --out benchmarks/results

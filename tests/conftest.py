@@ -43,7 +43,7 @@ def hnsw_root(str_catalogue: Catalogue, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="session")
 def ivf_root(str_catalogue: Catalogue, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """IVF index over the same catalogue (per-request nprobe, exact search by probing every list)."""
+    """IVF index over the same catalogue (per-request nprobe; exact search scans its norm-ordered raw copy)."""
     return build_index(str_catalogue, tmp_path_factory.mktemp("ivf"), "ivf")
 
 

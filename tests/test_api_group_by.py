@@ -220,7 +220,8 @@ def test_filter_and_exclusions_with_group_by(
 def test_ivf_index_without_row_ordered_vectors(
     exact: bool, client_factory: ClientFactory, ivf_root: Path, str_catalogue: Catalogue
 ) -> None:
-    """IVF,Flat keeps no vectors in row order: exact scores come from a full probe, then the same selection."""
+    """IVF,Flat keeps no vectors in row order in its file: the grouped scan runs on the builder's norm-ordered raw
+    copy (vectors.npy), as on every other kind."""
     n = len(str_catalogue.vectors)
     catalogue = FeatureCatalogue(
         list(str_catalogue.ids),

@@ -1,6 +1,6 @@
-"""index_format.norm_scan (the C kernel) against numpy brute force on seeded, norm-skewed data: every stopping point,
-filtered rows, k larger than the allowed rows, exact ties, several queries per call, unaligned mapped-like rows, and
-refusal of inputs the kernel would misread."""
+"""index_format.norm_scan (the C kernel, and its numpy fallback) against float64 brute force on seeded, norm-skewed
+data: every stopping point, filtered rows, k larger than the allowed rows, exact ties, several queries per call,
+unaligned mapped-like rows, and refusal of inputs the kernel would misread."""
 
 from __future__ import annotations
 
@@ -8,10 +8,21 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from index_format import norm_scan as norm_scan_module
 from index_format.norm_scan import norm_scan, norm_scan_batch
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
+
+
+@pytest.fixture(params=["c", "numpy"], autouse=True)
+def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs on the C kernel and on the numpy fallback (used when the kernel could not be built)."""
+    if request.param == "numpy":
+        monkeypatch.setattr(norm_scan_module, "_norm_scan", None)
+    elif norm_scan_module._norm_scan is None:
+        pytest.skip("the C kernel was not built (no C compiler or Python headers at install)")
+    return str(request.param)
 
 
 def sorted_rows(x: npt.NDArray[np.float64]) -> tuple[F32, F32]:
@@ -147,3 +158,14 @@ def test_batches_share_blocks_and_answer_as_single_queries_do(skew: float) -> No
         np.testing.assert_array_equal(found, np.concatenate([r[1] for r in one_by_one]))
         np.testing.assert_array_equal(scores, np.concatenate([r[0] for r in one_by_one]))
         assert scanned == sum(r[2] for r in one_by_one)
+
+
+def test_non_contiguous_inputs_are_refused_or_copied() -> None:
+    rng = np.random.default_rng(5)
+    vectors, norms = sorted_rows(rng.standard_normal((60, 8)))
+    with pytest.raises(ValueError, match="C-contiguous"):  # numpy's buffer export refuses it
+        norm_scan(np.asfortranarray(vectors), norms, np.ones((1, 8), dtype=np.float32), 3)
+    xq = rng.standard_normal((8, 3)).T  # float64, not C-contiguous: converted
+    rows = np.arange(0, 60, 2, dtype=np.int64)[::2]  # strided view: copied
+    scores, found = norm_scan(vectors, norms, xq, 4, rows)  # type: ignore[arg-type]
+    assert_exact(vectors, xq.astype(np.float32), 4, np.ascontiguousarray(rows), scores, found)

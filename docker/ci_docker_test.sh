@@ -100,12 +100,14 @@ done
 mkdir -p "$CACHE_DIR"
 base_tar="$CACHE_DIR/base-$SUITE.tar"
 key=$(cat "${sources[@]}" /usr/local/share/ca-certificates/*.crt 2>/dev/null | sha256sum | cut -c1-16)
-if [ ! -s "$base_tar" ] || [ "$(cat "$base_tar.key" 2>/dev/null)" != "$key" ] \
+if [ ! -f "$base_tar" ] || [ ! -s "$base_tar" ] || [ "$(cat "$base_tar.key" 2>/dev/null)" != "$key" ] \
     || [ -n "$(find "$base_tar" -mtime +7)" ]; then
     say "making the base image with mmdebstrap ($SUITE, sources: ${sources[*]})"
     t=$(date +%s)
     # Extra CA certificates of this machine go in (pip inside the build reaches the index through them).
-    locked mmdebstrap --quiet --variant=minbase \
+    rm -rf "$base_tar" "$base_tar.tmp"
+    # --format=tar: the output name does not end in .tar, and mmdebstrap guesses the format from it
+    locked mmdebstrap --quiet --variant=minbase --format=tar \
         --include=ca-certificates,python3,python3-venv,python3-pip,python-is-python3 \
         --customize-hook='if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
             cp /usr/local/share/ca-certificates/*.crt "$1/usr/local/share/ca-certificates/";

@@ -6,7 +6,7 @@ INDEX_ROOT ?= indexes/demo
 PORT   ?= 5000
 WORKERS ?= 2
 
-.PHONY: install install-runtime lint fmt test test-all demo-data demo-index serve bench bench-smoke clean docker
+.PHONY: install install-runtime docker-test lint fmt test test-all demo-data demo-index serve bench bench-smoke clean docker
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -85,3 +85,7 @@ clean:
 
 docker:
 	docker build -t recsys-retrieval .
+
+# Build the image and smoke-test it on a private Docker daemon (what CI runs; root, apt-get; see deploy/README.md).
+docker-test:
+	bash docker/ci_docker_test.sh

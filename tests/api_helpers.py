@@ -118,3 +118,37 @@ def recall(catalogue: Catalogue, query: F32, recommendations: list[dict[str, Any
 def assert_descending(recommendations: list[dict[str, Any]]) -> None:
     scores = [r["score"] for r in recommendations]
     assert scores == sorted(scores, reverse=True)
+
+
+def assert_same_answer(got: Any, expected: Any, where: str = "answer") -> None:
+    """Equal answers from two code paths (e.g. one batched search against single searches): the same structure
+    and values, except that scores need only agree within float32 rounding (a batched kernel may sum in another
+    order, or see the query at another memory alignment) and near-equal scores may come in either order."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and got.keys() == expected.keys(), f"{where}: {got} != {expected}"
+        for key, value in expected.items():
+            if key == "recommendations":
+                _assert_same_ranking(got[key], value, f"{where}.{key}")
+            else:
+                assert_same_answer(got[key], value, f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected), f"{where}: {got} != {expected}"
+        for i, (mine, theirs) in enumerate(zip(got, expected, strict=True)):
+            assert_same_answer(mine, theirs, f"{where}[{i}]")
+    elif isinstance(expected, float):
+        assert isinstance(got, float) and _close(got, expected), f"{where}: {got} != {expected}"
+    else:
+        assert got == expected, f"{where}: {got!r} != {expected!r}"
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= TIE_RTOL * max(abs(a), abs(b)) + 1e-6
+
+
+def _assert_same_ranking(got: list[dict[str, Any]], expected: list[dict[str, Any]], where: str) -> None:
+    assert len(got) == len(expected), f"{where}: {len(got)} results != {len(expected)}"
+    for rank, (mine, theirs) in enumerate(zip(got, expected, strict=True)):
+        assert _close(mine["score"], theirs["score"]), f"{where}[{rank}]: {mine} != {theirs}"
+        if mine["id"] != theirs["id"]:  # a near-tie in another order (or swapped at the last place)
+            tied = [r["id"] for r in expected if _close(r["score"], mine["score"])]
+            assert mine["id"] in tied or _close(mine["score"], expected[-1]["score"]), f"{where}[{rank}]: {mine}"

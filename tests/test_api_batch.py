@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from api_helpers import TINY_CATEGORY, Catalogue, assert_exact, request_body
+from api_helpers import TINY_CATEGORY, Catalogue, assert_exact, assert_same_answer, request_body
 from starlette.testclient import TestClient
 
 from index_format.reader import IndexReader
@@ -61,8 +61,7 @@ def test_batch_answers_equal_infer_in_order(hnsw: TestClient, str_catalogue: Cat
     answers = response.json()
     assert [a["name"] for a in answers] == [item["name"] for item in items]
     for item, answer in zip(items, answers, strict=True):
-        single = hnsw.post("/infer", json=item).json()
-        assert answer == single
+        assert_same_answer(answer, hnsw.post("/infer", json=item).json())
 
 
 def test_batch_is_one_search_per_option_set(

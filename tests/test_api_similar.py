@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from api_helpers import TINY_CATEGORY, Catalogue
+from api_helpers import TINY_CATEGORY, Catalogue, assert_same_answer
 from feature_catalogue import TIE_RTOL, TWINS, FeatureCatalogue, build_feature_index, make_feature_catalogue
 from starlette.testclient import TestClient
 
@@ -273,7 +273,7 @@ def test_batch_answers_in_order_and_equal_single_requests(hnsw: TestClient) -> N
     answers = response.json()
     assert [a["id"] for a in answers] == [item["id"] for item in items]
     for item, answer in zip(items, answers, strict=True):
-        assert answer == hnsw.post("/similar", json=item).json()
+        assert_same_answer(answer, hnsw.post("/similar", json=item).json())
 
 
 def test_batch_unknown_ids_are_404_with_positions(pruned: TestClient) -> None:

@@ -7,6 +7,8 @@ import contextlib
 import math
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,7 +38,9 @@ NORM_BLOCK = 262_144
 DEFAULT_TUNE_BUDGET = 300.0  # seconds for auto's candidates (build + tune) and the final comparison
 RACE_SHARE = 0.1  # of the budget kept for the interleaved comparison of the tuned candidates
 BUILD_SHARE = 0.7  # a candidate is skipped when its expected build exceeds this share of its time
-TRIAL_FRACTION = 8  # of the training sample, trained first to time the training
+EXACT_CHECK_MADDS = 2e10  # multiply-adds spent checking that an exact kind is exact (1M × 128: 156 queries)
+EXACT_CHECK_MIN_QUERIES = 20
+TRAIN_POLL_SECONDS = 0.05
 SLOWDOWN = 1.3  # HNSW insertion slows as the graph grows: extrapolated build times are scaled by this
 
 
@@ -383,10 +387,12 @@ def _build_candidate(
         sample = np.ascontiguousarray(
             vectors[np.sort(rng.choice(n, size=min(n, spec.train_size or n), replace=False))], dtype=np.float32
         )
-        if math.isfinite(deadline):
-            _trial_train(spec, sample, deadline, clock)
         progress.start(f"train {spec.kind}", 1)
-        index.train(sample)
+        if math.isfinite(deadline):
+            train_deadline = clock() + BUILD_SHARE * (deadline - clock())  # leave time to add and tune
+            index = _train_before(spec, sample, train_deadline, staging / CANDIDATES_DIR, clock)
+        else:
+            index.train(sample)
         progress.update(f"train {spec.kind}", 1, 1)
         del sample
     progress.start(f"add {spec.kind}", n)
@@ -411,43 +417,35 @@ def _build_candidate(
     return Candidate(spec, path, clock() - started, path.stat().st_size, spec.exact_method)
 
 
-def _trial_train(spec: kinds.KindSpec, sample: F32, deadline: float, clock: Callable[[], float]) -> None:
-    """Training cannot be interrupted: train a copy on 1/TRIAL_FRACTION of the sample first (k-means time grows
-    linearly with the rows) and abandon if the whole training would not leave time to add the rows."""
-    trial = kinds.create(spec, sample.shape[1])
-    try:
-        nlist = int(faiss.extract_index_ivf(trial).nlist)
-    except RuntimeError:
-        nlist = 0
-    rows = min(sample.shape[0], max(sample.shape[0] // TRIAL_FRACTION, 4 * nlist, 1024))
+def _train_before(
+    spec: kinds.KindSpec, sample: F32, deadline: float, work_dir: Path, clock: Callable[[], float]
+) -> Any:
+    """Train in a child process (train_worker) and return the trained, empty index read back; kill the child and
+    abandon the candidate when `deadline` comes first."""
+    sample_path, out_path = work_dir / f"{spec.kind}.train.npy", work_dir / f"{spec.kind}.trained.faiss"
+    log_path = work_dir / f"{spec.kind}.train.log"
+    np.save(sample_path, sample)
+    command = [sys.executable, "-m", "index_builder.train_worker", spec.factory, str(sample.shape[1])]
     started = clock()
-    with _quiet_faiss_warnings():
-        trial.train(sample[:rows])
-    projected = (clock() - started) * sample.shape[0] / rows
-    left = deadline - clock()
-    if projected > BUILD_SHARE * left:
+    with open(log_path, "w") as log, subprocess.Popen([*command, str(sample_path), str(out_path)], stderr=log) as child:
+        while child.poll() is None and clock() < deadline:
+            time.sleep(TRAIN_POLL_SECONDS)
+        if child.poll() is None:
+            child.kill()
+    sample_path.unlink()
+    if child.returncode != 0 and clock() >= deadline:
         raise Abandoned(
-            f"training on {sample.shape[0]} rows would take ~{projected:.0f} s (timed on {rows}); "
-            f"{max(0.0, left):.0f} s of its share of the tuning budget left"
+            f"training on {sample.shape[0]} rows did not finish within its share of the tuning budget "
+            f"({clock() - started:.0f} s)"
         )
-
-
-@contextlib.contextmanager
-def _quiet_faiss_warnings() -> Iterator[None]:
-    """faiss prints "WARNING clustering N points to K centroids" on its own stderr for the small trial sample."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    if child.returncode != 0:
+        last = log_path.read_text().strip().splitlines()[-1:]
+        raise RuntimeError(f"training {spec.factory} failed (exit {child.returncode}): {' '.join(last)}")
+    index = faiss.read_index(str(out_path))
+    out_path.unlink()
+    if spec.hnsw_ef_construction:
+        faiss.downcast_index(index).hnsw.efConstruction = spec.hnsw_ef_construction
+    return index
 
 
 class _Tuner:
@@ -471,10 +469,14 @@ class _Tuner:
         self.progress, self.clock = progress, clock
         self.readers: dict[str, IndexReader] = {}
         self.exact_qps: dict[str, float] = {}  # exact kind -> single-query QPS measured while tuning
+        self._indexes: dict[Path, Any] = {}
 
     def reader(self, candidate: Candidate) -> IndexReader:
         spec = candidate.spec
-        index = faiss.read_index(str(candidate.file), faiss.IO_FLAG_MMAP_IFC)
+        index = self._indexes.get(candidate.file)  # flat and pruned share one file: map it once
+        if index is None:
+            index = faiss.read_index(str(candidate.file), faiss.IO_FLAG_MMAP_IFC)
+            self._indexes[candidate.file] = index
         provisional = _provisional_manifest(spec, candidate.exact_method, self.vectors, self.metadata, self.k)
         reader = IndexReader(self.staging, provisional, index)
         if reader.vectors is None and reader.family != "ivf":
@@ -491,10 +493,16 @@ class _Tuner:
         reader = self.reader(candidate)
         with single_thread():
             if spec.exact:
+                # exact by construction: a check on enough held-out queries for ~EXACT_CHECK_MADDS of work
+                n, d = self.vectors.shape
+                count = min(split.heldout.shape[0], max(EXACT_CHECK_MIN_QUERIES, int(EXACT_CHECK_MADDS // (n * d))))
                 with tuning.blas_batches():
-                    rows = reader.search(split.heldout, k).rows
-                recall = tuning.tie_aware_recall(self.vectors, split.heldout, rows, self.truth_heldout, k)
-                qps = tuning.single_query_qps(reader, split.tune, k, None, exact=True)
+                    rows = reader.search(split.heldout[:count], k).rows
+                recall = tuning.tie_aware_recall(
+                    self.vectors, split.heldout[:count], rows, self.truth_heldout[:count], k
+                )
+                seconds = min(tuning.QPS_SECONDS, self.options.tune_budget / 40)
+                qps = tuning.single_query_qps(reader, split.tune, k, None, True, seconds)
                 candidate.chosen = layout.SweepPoint({}, 1.0, round(recall, 4), round(qps, 1))
                 candidate.sweep = [candidate.chosen]
                 self.exact_qps[spec.kind] = qps
@@ -515,6 +523,9 @@ class _Tuner:
                 )
                 candidate.sweep, candidate.chosen, candidate.stopped = outcome.points, outcome.chosen, outcome.stopped
         best = candidate.chosen
+        if best is None:  # unmap it: only candidates reaching the target are compared at the end
+            del self.readers[spec.kind]
+            self._indexes.pop(candidate.file, None)
         self.progress.message(
             f"  {spec.kind}: built in {candidate.build_seconds:.1f}s, {candidate.file_bytes / 2**20:.1f} MiB, "
             + (
@@ -602,6 +613,7 @@ class _Tuner:
 
     def close(self) -> None:
         self.readers.clear()
+        self._indexes.clear()
 
 
 def _searcher(reader: IndexReader, candidate: Candidate, k: int) -> Callable[[F32], Any]:

@@ -224,7 +224,8 @@ def sweep(
             held_rows = reader.search(split.heldout, k, params).rows
         tune_recalls = per_query_recall(vectors, split.tune, tune_rows, truth_tune, k)
         recall_heldout = tie_aware_recall(vectors, split.heldout, held_rows, truth_heldout, k)
-        qps = single_query_qps(reader, split.tune, k, params, exact=False)
+        left = limits.deadline - limits.clock()
+        qps = single_query_qps(reader, split.tune, k, params, False, min(QPS_SECONDS, max(0.05, left / 8)))
         point = SweepPoint(dict(params), round(float(tune_recalls.mean()), 4), round(recall_heldout, 4), round(qps, 1))
         outcome.points.append(point)
         outcome.measured += 1

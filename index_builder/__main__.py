@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from index_builder import kinds
-from index_builder.build import TUNING_QUERIES_FILE, BuildOptions, build
+from index_builder.build import DEFAULT_TUNE_BUDGET, TUNING_QUERIES_FILE, BuildOptions, build
 from index_builder.embeddings import InputError
 from index_builder.inputs import load_embeddings, load_queries
 from index_builder.progress import Progress
@@ -38,6 +38,28 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--target-recall", type=float, default=0.95)
     b.add_argument("--keep", type=int, help="keep at most N versions (never deletes the current one)")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument(
+        "--kinds",
+        default=",".join(BuildOptions.kinds_for_auto),
+        help="comma-separated candidates of --kind auto (default %(default)s)",
+    )
+    b.add_argument(
+        "--tune-budget",
+        type=float,
+        default=DEFAULT_TUNE_BUDGET,
+        metavar="SECONDS",
+        help="time auto may spend building, tuning and comparing candidates (default %(default)s); candidates that "
+        "cannot fit are skipped with a note in the manifest",
+    )
+    b.add_argument(
+        "--max-tune-queries",
+        type=int,
+        default=BuildOptions.max_tune_queries,
+        help="at most this many tuning and as many held-out queries (default %(default)s)",
+    )
+    b.add_argument(
+        "--train-sample", type=int, metavar="ROWS", help="rows to train IVF/PQ on (default 64 per list, ≥ 20000 for PQ)"
+    )
     b.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
     i = sub.add_parser("inspect", help="print the current version's manifest summary")
@@ -78,6 +100,15 @@ def _build(args: argparse.Namespace) -> int:
         return _fail(f"--keep must be ≥ 1, got {args.keep}")
     if (args.kind == "factory") != bool(args.factory):
         return _fail("--factory STRING goes with --kind factory (and only with it)")
+    if not args.tune_budget > 0:
+        return _fail(f"--tune-budget must be > 0 seconds, got {args.tune_budget}")
+    if args.max_tune_queries < 1:
+        return _fail(f"--max-tune-queries must be ≥ 1, got {args.max_tune_queries}")
+    if args.train_sample is not None and args.train_sample < 1:
+        return _fail(f"--train-sample must be ≥ 1, got {args.train_sample}")
+    candidates = tuple(name.strip() for name in args.kinds.split(",") if name.strip())
+    if not candidates:
+        return _fail("--kinds needs at least one kind")
     progress = Progress(quiet=args.quiet)
     embeddings = load_embeddings(
         args.input,
@@ -91,7 +122,18 @@ def _build(args: argparse.Namespace) -> int:
     queries = load_queries(args.queries, embeddings.dim) if args.queries else None
     if queries is None:
         progress.message("no --queries: tuning on perturbed item vectors (manifest: queries_source=sampled-items)")
-    options = BuildOptions(args.kind, args.factory, args.k, args.target_recall, args.keep, args.seed)
+    options = BuildOptions(
+        args.kind,
+        args.factory,
+        args.k,
+        args.target_recall,
+        args.keep,
+        args.seed,
+        max_tune_queries=args.max_tune_queries,
+        kinds_for_auto=candidates,
+        tune_budget=args.tune_budget,
+        train_sample=args.train_sample,
+    )
     final, manifest = build(embeddings, args.out, queries, options, progress)
     print(_summary(manifest, final))
     return 0

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from index_builder.embeddings import Embeddings, InputError
+from index_builder.memory import release_pages
 
 LOG = logging.getLogger(__name__)
 
@@ -328,16 +329,36 @@ def _npy_matrix_header(path: Path) -> tuple[int, int]:
     return n, d
 
 
-def _npy_vectors(path: Path, n: int, d: int, ids: Ids | None, progress: Progress | None) -> Float32Matrix:
-    """Convert the memory-mapped matrix block by block: one float32 copy in RAM, whatever the input dtype."""
+def _npy_vectors(
+    path: Path, n: int, d: int, ids: Ids | None, progress: Progress | None, copy: bool = True
+) -> Float32Matrix:
+    """The matrix as float32. A float32 file is used in place when `copy` is False: checked block by block and
+    returned memory-mapped (read-only), so a 10M × 64 catalogue is never held twice; its pages are released after
+    each block. Other dtypes are converted block by block into one float32 copy in RAM."""
     try:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as exc:  # e.g. shorter than its header says
         raise InputError(f"{path.name}: cannot map the matrix ({exc})") from exc
-    sink = _Float32Sink(n, d)
     step = max(1, _BLOCK_VALUES // d)
+    _report(progress, 0, n)
+    if not copy and mapped.dtype == np.float32 and mapped.flags.c_contiguous:
+        bad_rows, first_bad = 0, -1
+        for start in range(0, n, step):
+            bad = np.flatnonzero(~np.isfinite(mapped[start : start + step]).all(axis=1))
+            release_pages(mapped, start, start + step)
+            if bad.size:
+                bad_rows += int(bad.size)
+                first_bad = int(bad[0]) + start if first_bad < 0 else first_bad
+            _report(progress, min(start + step, n), n)
+        if bad_rows:
+            where = _at(first_bad, _id_of(ids, first_bad))
+            raise InputError(f"{path.name}: {bad_rows} row(s) contain NaN or Inf; the first is {where}")
+        vectors: Float32Matrix = mapped
+        return vectors
+    sink = _Float32Sink(n, d)
     for start in range(0, n, step):
         sink.add(mapped[start : start + step])
+        release_pages(mapped, start, start + step)
         _report(progress, sink.filled, n)
     return sink.check(path.name, ids)
 
@@ -351,7 +372,7 @@ def _load_npy(path: Path, ids_path: Path | None, progress: Progress | None) -> t
         if len(ids) != n:
             raise InputError(f"{ids_path.name} has {len(ids)} ids but {path.name} has {n} rows")
         _check_unique(ids, ids_path.name)
-    return ids, _npy_vectors(path, n, d, ids, progress)
+    return ids, _npy_vectors(path, n, d, ids, progress, copy=False)
 
 
 #### .parquet
@@ -447,6 +468,7 @@ def _flatten_vectors(
 
 def _parquet_vectors(pf: pq.ParquetFile, name: str, column: str, ids: Ids, progress: Progress | None) -> Float32Matrix:
     n = len(ids)
+    _report(progress, 0, n)
     sink: _Float32Sink | None = None
     for group in range(pf.num_row_groups):
         arr = pf.read_row_group(group, columns=[column]).column(0).combine_chunks()
@@ -491,6 +513,7 @@ def _json_lines(path: Path, progress: Progress | None = None) -> Iterator[tuple[
     done = 0
     try:
         total = path.stat().st_size
+        _report(progress, 0, total)
         with path.open("rb") as f:
             for line_no, raw in enumerate(f, start=1):
                 done += len(raw)

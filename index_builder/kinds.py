@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +58,15 @@ def fastscan_subquantizers(d: int) -> int:
     return max(m for m in range(1, cap + 1) if d % m == 0)
 
 
-def spec_for(kind: str, n: int, d: int, factory: str | None = None) -> KindSpec:
+def spec_for(kind: str, n: int, d: int, factory: str | None = None, train_sample: int | None = None) -> KindSpec:
+    """train_sample: rows to train IVF/PQ on (default: 64 per list, at least 20,000 for PQ codebooks)."""
+    spec = _spec_for(kind, n, d, factory)
+    if train_sample is not None and spec.train_size:
+        spec.train_size = max(1, min(n, train_sample))
+    return spec
+
+
+def _spec_for(kind: str, n: int, d: int, factory: str | None) -> KindSpec:
     if kind == "flat":
         return KindSpec("flat", "Flat", exact_method="faiss_flat")
     if kind == "pruned":
@@ -74,7 +83,13 @@ def spec_for(kind: str, n: int, d: int, factory: str | None = None) -> KindSpec:
         m = pq_subquantizers(d)
         grid = [{"nprobe": p, "k_factor": kf} for kf in K_FACTORS for p in NPROBE_LADDER if p <= nlist]
         return KindSpec(
-            "ivfpq", f"IVF{nlist},PQ{m},RFlat", grid, "norm_scan", train_size=min(n, max(64 * nlist, 20000))
+            # np: no polysemous training (codes re-ordered for Hamming filtering, which this search never uses):
+            # it was 3/4 of the PQ training time (60k × 32: 45 s → 11 s on a busy 2-core machine)
+            "ivfpq",
+            f"IVF{nlist},PQ{m}np,RFlat",
+            grid,
+            "norm_scan",
+            train_size=min(n, max(64 * nlist, 20000)),
         )
     if kind == "ivffs":
         # faiss fast-scan PQ (4-bit codes scored with SIMD lookup tables) re-ranked exactly on the raw vectors: the
@@ -121,8 +136,32 @@ def estimated_bytes(kind: str, n: int, d: int) -> int:
     return raw
 
 
+# Throughput used to order `auto`'s candidates and skip those that cannot fit the tuning budget; the builder then
+# extrapolates each build from its first chunks, so these only need the right order of magnitude. Measured on the
+# 2-core test machine (FAISS_NOTES.md, benchmarks/results/build_report.json): k-means and IVF assignment run at
+# ~4e10 multiply-adds/s; HNSW32 (efConstruction 100) insertion ~2e-8 s per (d + 64)·log2(n) per row.
+FLOPS = 4e10
+HNSW_SECONDS_PER_UNIT = 2e-8
+
+
+def expected_build_seconds(spec: KindSpec, n: int, d: int) -> float:
+    """Rough train + add time of a kind on n × d (0 for the exact kinds: they use the norm-ordered copy)."""
+    if spec.exact:
+        return 0.0
+    if spec.kind == "hnsw" or spec.factory.startswith("HNSW"):
+        return HNSW_SECONDS_PER_UNIT * n * (d + 64) * math.log2(max(n, 2)) * max(1, spec.hnsw_ef_construction) / 100
+    nlist = nlist_for(n)
+    seconds = (10 * spec.train_size * nlist * d + n * nlist * d) / FLOPS
+    if "PQ" in spec.factory:
+        seconds += 25 * spec.train_size * 256 * d / FLOPS + n * 256 * d / FLOPS
+    return seconds
+
+
 def create(spec: KindSpec, d: int) -> Any:
-    index = faiss.index_factory(d, spec.factory, faiss.METRIC_INNER_PRODUCT)
+    try:
+        index = faiss.index_factory(d, spec.factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise ValueError(f"factory {spec.factory!r}: faiss cannot build it ({_first_line(exc)})") from exc
     if spec.hnsw_ef_construction:
         faiss.downcast_index(index).hnsw.efConstruction = spec.hnsw_ef_construction
     return index
@@ -150,3 +189,21 @@ def search_grid_for_factory(index: Any) -> list[dict[str, int]]:
     raise ValueError(
         f"factory {type(base).__name__} is not servable: use a Flat, HNSW…,Flat, IVF…,Flat/PQ/SQ or IVF…,RFlat index"
     )
+
+
+def _first_line(exc: BaseException) -> str:
+    """faiss's message without its C++ location: "Error in f() at file.cpp:123: what" → "what"."""
+    text = " ".join(str(exc).split())
+    return re.sub(r"^.*?\.(?:cpp|h):\d+: (?:Error: )?", "", text) or type(exc).__name__
+
+
+def check_factory(factory: str, d: int) -> None:
+    """Refuse, before any work, a factory string faiss cannot parse, whose index the reader cannot search by
+    family, or that faiss cannot read back memory-mapped (an empty index is enough to tell)."""
+    index = create(KindSpec("factory", factory), d)
+    search_grid_for_factory(index)
+    try:
+        data = faiss.serialize_index(index)
+        faiss.deserialize_index(data)
+    except RuntimeError as exc:
+        raise ValueError(f"factory {factory!r}: faiss cannot write and read it back ({_first_line(exc)})") from exc

@@ -11,6 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
+from index_builder.memory import remove_tree
 from index_format import layout
 
 
@@ -41,14 +42,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_staging(root: Path) -> list[Path]:
-    """Delete staging directories left by builds that were killed (their pid is gone)."""
+def remove_stale_staging(root: Path) -> list[tuple[Path, int]]:
+    """Delete staging directories left by builds that were killed (their pid is gone); returns each with the bytes
+    it held."""
     removed = []
     for path in root.glob(layout.TMP_PREFIX + "*"):
         pid_text = path.name.rsplit("-", 1)[-1]
         if path.is_dir() and pid_text.isdigit() and not _pid_alive(int(pid_text)):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+            removed.append((path, remove_tree(path)))
     return removed
 
 

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
 import numpy.typing as npt
 
+from index_builder.memory import release_pages
 from index_format.layout import SweepPoint
 from index_format.reader import IndexReader
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
-QPS_QUERIES = 300  # single queries timed per sweep point
-TIE_RTOL = 1e-5
-CONFIDENCE_Z = (
-    1.645  # 95% one-sided  # float32: scores within this relative distance of the true k-th score count as ties
-)
+QPS_QUERIES = 300  # at most this many single queries timed per sweep point ...
+QPS_SECONDS = 0.4  # ... or until this much time has passed (at least QPS_MIN_QUERIES)
+QPS_MIN_QUERIES = 10
+TIE_RTOL = 1e-5  # float32: scores within this relative distance of the true k-th score count as ties
+CONFIDENCE_Z = 1.645  # 95% one-sided
+TRUTH_BLOCK_SCORES = 1 << 24  # query × row scores per block of the exact top-k (64 MiB)
 
 
 @dataclass
@@ -52,17 +55,55 @@ def sampled_item_queries(vectors: F32, count: int, seed: int) -> F32:
     noise = rng.standard_normal(directions.shape).astype(np.float32) / np.sqrt(vectors.shape[1])
     mixed = directions + 0.5 * noise
     mixed /= np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
-    scale = float(np.median(np.linalg.norm(vectors[: min(vectors.shape[0], 100_000)], axis=1)))
+    scale = float(np.median(norms))  # rows may be sorted by norm: the first ones are not typical
     out: F32 = (mixed * max(scale, 1e-6)).astype(np.float32)
     return out
 
 
-def exact_topk(vectors: F32, xq: F32, k: int) -> tuple[F32, I64]:
-    """The reference: faiss IndexFlatIP over the raw vectors (all threads)."""
-    flat = faiss.IndexFlatIP(vectors.shape[1])
-    flat.add(np.ascontiguousarray(vectors))
-    scores, rows = flat.search(xq, min(k, vectors.shape[0]))
-    return scores, rows.astype(np.int64)
+def exact_topk(
+    vectors: F32, xq: F32, k: int, norms: F32 | None = None, progress: Callable[[int, int], None] | None = None
+) -> tuple[F32, I64]:
+    """Exact top-k by inner product of every query, batched: blocks of rows are copied into an aligned buffer (mapped
+    rows are usually unaligned, and numpy only hands aligned arrays to BLAS) and scored for all queries at once.
+    With `norms` (rows in descending-norm order), a query leaves the scan once ‖q‖·norm of the block's first row is
+    below its k-th best score (Cauchy–Schwarz), as in the pruned scan. Mapped pages are released after each block."""
+    n, d = vectors.shape
+    nq = xq.shape[0]
+    k = min(k, n)
+    q = np.ascontiguousarray(xq, dtype=np.float32)
+    best_s = np.full((nq, k), -np.inf, dtype=np.float32)
+    best_i = np.full((nq, k), -1, dtype=np.int64)
+    q_norms = np.linalg.norm(q, axis=1) * (1.0 + 1e-5)
+    block = max(k, min(n, TRUTH_BLOCK_SCORES // max(nq, 1)))
+    buffer = np.empty((block, d), dtype=np.float32)
+    active = np.arange(nq)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        if norms is not None:
+            active = active[q_norms[active] * float(norms[start]) >= best_s[active, k - 1]]
+            if active.size == 0:
+                break
+        rows = buffer[: stop - start]
+        np.copyto(rows, vectors[start:stop])
+        release_pages(vectors, start, stop)
+        scores = q[active] @ rows.T
+        improves = active[(scores.max(axis=1) >= best_s[active, k - 1])]
+        if improves.size:
+            sub = scores[np.searchsorted(active, improves)]
+            merged_s = np.concatenate([best_s[improves], sub], axis=1)
+            merged_i = np.concatenate(
+                [best_i[improves], np.broadcast_to(np.arange(start, stop, dtype=np.int64), sub.shape)], axis=1
+            )
+            top = np.argpartition(-merged_s, k - 1, axis=1)[:, :k]
+            top_s = np.take_along_axis(merged_s, top, axis=1)
+            order = np.argsort(-top_s, axis=1, kind="stable")
+            best_s[improves] = np.take_along_axis(top_s, order, axis=1)
+            best_i[improves] = np.take_along_axis(np.take_along_axis(merged_i, top, axis=1), order, axis=1)
+        if progress is not None:
+            progress(stop, n)
+    if progress is not None:
+        progress(n, n)
+    return best_s, best_i
 
 
 def per_query_recall(vectors: F32, xq: F32, found_rows: I64, true_scores: F32, k: int) -> npt.NDArray[np.float64]:
@@ -93,20 +134,59 @@ def lower_bound(recalls: npt.NDArray[np.float64], z: float = CONFIDENCE_Z) -> fl
     return float(recalls.mean() - z * recalls.std(ddof=1) / np.sqrt(recalls.size))
 
 
-def single_query_qps(reader: IndexReader, xq: F32, k: int, params: dict[str, int] | None, exact: bool) -> float:
-    """Queries per second, one query per call on the calling thread (how the API searches)."""
-    count = min(QPS_QUERIES, xq.shape[0])
+def single_query_qps(
+    reader: IndexReader,
+    xq: F32,
+    k: int,
+    params: dict[str, int] | None,
+    exact: bool,
+    max_seconds: float = QPS_SECONDS,
+    max_queries: int = QPS_QUERIES,
+) -> float:
+    """Queries per second, one query per call on the calling thread (how the API searches); stops after
+    `max_queries` or `max_seconds` (at least QPS_MIN_QUERIES), so a slow point costs a bounded time."""
+    count = min(max_queries, xq.shape[0])
     reader.search(xq[:1], k, params, exact)
     started = time.perf_counter()
-    for i in range(count):
-        reader.search(xq[i : i + 1], k, params, exact)
-    return float(count / (time.perf_counter() - started))
+    done = 0
+    while done < count:
+        reader.search(xq[done : done + 1], k, params, exact)
+        done += 1
+        if done >= QPS_MIN_QUERIES and time.perf_counter() - started > max_seconds:
+            break
+    return float(done / (time.perf_counter() - started))
+
+
+@contextlib.contextmanager
+def blas_batches() -> Iterator[None]:
+    """Let faiss score batches of flat queries with BLAS (recall measurement, not timing): by default it only does
+    for nq·d ≥ 128000, and 500 tuning queries × 128 dimensions loop one query at a time (1M × 128: ~20 s vs ~2 s)."""
+    before = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = 1
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = before
+
+
+@dataclass
+class SweepLimits:
+    """When a sweep gives up: at `deadline` (clock time), or at a point that misses the target and is already
+    slower than `beat_qps` (the fastest exact kind: more effort only makes it slower)."""
+
+    deadline: float = float("inf")
+    beat_qps: float | None = None
+    clock: Callable[[], float] = time.monotonic
 
 
 @dataclass
 class SweepOutcome:
     points: list[SweepPoint]
     chosen: SweepPoint | None  # the fastest point whose tuning recall reaches the target with 95% confidence
+    stopped: str | None = None  # why the sweep ended early, if it did
+    measured: int = 0
+    planned: int = 0
+    fine: list[SweepPoint] = field(default_factory=list)
 
 
 REFINE_STEPS = 3  # bisections between the last ladder point below the target and the first one reaching it
@@ -121,45 +201,97 @@ def sweep(
     grid: list[dict[str, int]],
     k: int,
     target: float,
+    limits: SweepLimits | None = None,
+    on_point: Callable[[int, int], None] | None = None,
 ) -> SweepOutcome:
-    """Measure recall (tuning and held-out halves) and QPS along the grid, cheapest first. For each family of
-    points sharing every parameter but the first (the effort: nprobe or efSearch), stop once recall is near 1
-    (more effort only costs speed). Then bisect the effort between the family's last point below the target and
-    its first point reaching it (the ladder steps by up to 1.5x: gowalla_als IVF reached 0.95 at nprobe 48 where
-    40 may do), and choose, per family, the least effort that reaches the target, and among families the fastest."""
+    """Coarse to fine. The first parameter of each grid point is the effort (nprobe, efSearch); the others (e.g.
+    k_factor) make families. Coarse: walk the effort ladder of the most accurate family (largest secondary values)
+    up to the first point reaching the target, then bisect the gap below it (the ladder steps by up to 1.5x:
+    gowalla_als IVF reached 0.95 at nprobe 48 where 40 may do). Fine: each cheaper family is tried only at that
+    effort and one ladder step above, cheaper families in turn until one misses. The fastest reaching point wins.
+    Stops early at `limits` (deadline; a missing point already slower than the exact kind)."""
+    limits = limits or SweepLimits()
+    families: dict[tuple[tuple[str, int], ...], list[dict[str, int]]] = {}
+    for params in grid:
+        families.setdefault(_family_of(params), []).append(params)
+    ordered = sorted(families, key=lambda f: tuple(v for _, v in f), reverse=True)
+    planned = len(families[ordered[0]]) + REFINE_STEPS + 2 * (len(ordered) - 1)
+    outcome = SweepOutcome([], None, planned=planned)
 
     def measure(params: dict[str, int]) -> tuple[SweepPoint, bool]:
-        tune_rows = reader.search(split.tune, k, params).rows
+        with blas_batches():
+            tune_rows = reader.search(split.tune, k, params).rows
+            held_rows = reader.search(split.heldout, k, params).rows
         tune_recalls = per_query_recall(vectors, split.tune, tune_rows, truth_tune, k)
-        held_rows = reader.search(split.heldout, k, params).rows
         recall_heldout = tie_aware_recall(vectors, split.heldout, held_rows, truth_heldout, k)
-        qps = single_query_qps(reader, split.tune, k, params, exact=False)
-        recall_tune = float(tune_recalls.mean())
-        point = SweepPoint(dict(params), round(recall_tune, 4), round(recall_heldout, 4), round(qps, 1))
+        left = limits.deadline - limits.clock()
+        qps = single_query_qps(reader, split.tune, k, params, False, min(QPS_SECONDS, max(0.05, left / 8)))
+        point = SweepPoint(dict(params), round(float(tune_recalls.mean()), 4), round(recall_heldout, 4), round(qps, 1))
+        outcome.points.append(point)
+        outcome.measured += 1
+        if on_point is not None:
+            on_point(min(outcome.measured, outcome.planned), outcome.planned)
         return point, lower_bound(tune_recalls) >= target
 
-    points: list[SweepPoint] = []
-    families: dict[tuple[tuple[str, int], ...], list[tuple[SweepPoint, bool]]] = {}
-    saturated: set[tuple[tuple[str, int], ...]] = set()
-    for params in grid:
-        family = _family_of(params)
-        if family in saturated:
-            continue
+    def out_of_time() -> bool:
+        if limits.clock() >= limits.deadline:
+            outcome.stopped = outcome.stopped or "tuning budget used up"
+            return True
+        return False
+
+    ladder: list[tuple[SweepPoint, bool]] = []
+    for params in families[ordered[0]]:
+        if out_of_time():
+            break
         point, reaches = measure(params)
-        points.append(point)
-        families.setdefault(family, []).append((point, reaches))
-        if point.recall_tune >= max(0.995, target):
-            saturated.add(family)
-    best_of_family = []
-    for measured in families.values():
-        refined = bisect_effort(measured, measure)
-        points.extend(point for point, _ in refined)
-        reaching = [point for point, reaches in [*measured, *refined] if reaches]
-        if reaching:
-            best_of_family.append(min(reaching, key=lambda p: _effort(p.params)))
-    chosen = max(best_of_family, key=lambda p: p.qps_single) if best_of_family else None
-    points.sort(key=lambda p: (_family_of(p.params), _effort(p.params)))
-    return SweepOutcome(points, chosen)
+        ladder.append((point, reaches))
+        if reaches:
+            break
+        if limits.beat_qps is not None and point.qps_single < limits.beat_qps:
+            outcome.stopped = (
+                f"abandoned at {params}: recall@{k} {point.recall_tune:.3f} below target and already slower "
+                f"({point.qps_single:.0f} QPS) than the exact kind ({limits.beat_qps:.0f} QPS)"
+            )
+            break
+    reaching = [point for point, reaches in ladder if reaches]
+    if reaching and not out_of_time():
+        refined = bisect_effort(ladder, measure, out_of_time)
+        reaching += [point for point, reaches in refined if reaches]
+    if reaching:
+        best_effort = min(reaching, key=lambda p: _effort(p.params))
+        reaching += _fine(families, ordered[1:], best_effort.params, measure, out_of_time)
+    outcome.chosen = max(reaching, key=lambda p: p.qps_single) if reaching else None
+    outcome.points.sort(key=lambda p: (_family_of(p.params), _effort(p.params)))
+    if on_point is not None:
+        on_point(outcome.planned, outcome.planned)
+    return outcome
+
+
+def _fine(
+    families: dict[tuple[tuple[str, int], ...], list[dict[str, int]]],
+    cheaper: list[tuple[tuple[str, int], ...]],
+    best: dict[str, int],
+    measure: Callable[[dict[str, int]], tuple[SweepPoint, bool]],
+    out_of_time: Callable[[], bool],
+) -> list[SweepPoint]:
+    """Cheaper families at the coarse stage's effort, or one ladder step above it; stop at the first that misses."""
+    name, effort = next(iter(best)), _effort(best)
+    found: list[SweepPoint] = []
+    for family in cheaper:
+        efforts = sorted({_effort(p) for p in families[family]})
+        above = [e for e in efforts if e > effort][:1]
+        reached = False
+        for value in [effort, *above]:
+            if out_of_time():
+                return found
+            point, reaches = measure({name: value, **dict(family)})
+            if reaches:
+                found.append(point)
+                reached = True
+                break
+        if not reached:
+            break
+    return found
 
 
 def _family_of(params: dict[str, int]) -> tuple[tuple[str, int], ...]:
@@ -172,7 +304,9 @@ def _effort(params: dict[str, int]) -> int:
 
 
 def bisect_effort(
-    measured: list[tuple[SweepPoint, bool]], measure: Callable[[dict[str, int]], tuple[SweepPoint, bool]]
+    measured: list[tuple[SweepPoint, bool]],
+    measure: Callable[[dict[str, int]], tuple[SweepPoint, bool]],
+    out_of_time: Callable[[], bool] = lambda: False,
 ) -> list[tuple[SweepPoint, bool]]:
     """Points measured between the largest effort that misses the target and the smallest that reaches it."""
     reaching = [point.params for point, reaches in measured if reaches]
@@ -187,6 +321,8 @@ def bisect_effort(
     low, name = max(below), next(iter(high))
     refined = []
     for _ in range(REFINE_STEPS):
+        if out_of_time():
+            break
         middle = (low + _effort(high)) // 2
         if middle <= low:
             break

@@ -81,7 +81,7 @@ def test_npy_fortran_order_in_small_blocks(
     seen: list[tuple[str, int, int]] = []
     emb = load_embeddings(tmp_path / "xb.npy", progress=lambda *a: seen.append(a))
     np.testing.assert_array_equal(emb.vectors, xb)
-    assert seen == [("load", i, N) for i in range(1, N + 1)]
+    assert seen == [("load", i, N) for i in range(0, N + 1)]  # 0 first: the stage clock starts before any row
 
 
 @pytest.mark.parametrize(
@@ -148,7 +148,7 @@ def test_parquet_int_ids_metadata_and_row_groups(tmp_path: Path, xb: npt.NDArray
         "brand": ["b1", None, "b2", "b3", "b1", "b2"],
         "shelf": ["1", "2", "3", None, "5", "6"],
     }
-    assert seen == [("load", 4, N), ("load", N, N)]
+    assert seen == [("load", 0, N), ("load", 4, N), ("load", N, N)]
     only = load_embeddings(path, id_field="sku", vector_field="emb", metadata_fields=["shelf"])
     assert list(only.metadata) == ["shelf"]
 

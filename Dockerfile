@@ -20,6 +20,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY index_format ./index_format
 COPY index_builder ./index_builder
 COPY api ./api
+COPY bulk_score ./bulk_score
 RUN pip install --no-deps .
 
 # ---- runtime stage: the virtualenv, the demo data and the entry script; a non-root user -----------------------

@@ -98,7 +98,11 @@ class IndexReader:
         return None
 
     def external_ids(self, rows: I64) -> list[Any]:
-        """External ids (str or int, as given to the builder) of the given rows."""
+        """External ids (str or int, as given to the builder) of the given rows. Row -1 (a search's padding when
+        fewer than k rows qualify) is refused: numpy would read it as the last id."""
+        rows = np.asarray(rows)
+        if rows.size and int(rows.min()) < 0:
+            raise ValueError(f"row {int(rows.min())} is not a row of the index (padding? drop rows < 0 first)")
         picked = self.ids[rows].tolist()
         if self.manifest.id_type == "str":
             return [value.decode("utf-8") for value in picked]

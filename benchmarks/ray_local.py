@@ -43,6 +43,7 @@ class LocalRayCluster:
     def _start(self, arguments: list[str]) -> None:
         log = self.temp / f"node{len(self.processes)}.log"
         common = ["--num-cpus", str(self.cpus), "--node-ip-address", "127.0.0.1", "--block"]
+        common += ["--dashboard-agent-listen-port", str(_free_port())]
         with open(log, "wb") as out:
             command = [str(RAY), "start", *arguments, *common]
             process = subprocess.Popen(command, env=ENV, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -59,7 +60,9 @@ class LocalRayCluster:
     def __enter__(self) -> LocalRayCluster:
         try:
             port = self.address.rsplit(":", 1)[1]
-            self._start(["--head", "--port", port, "--include-dashboard=false", "--temp-dir", str(self.temp)])
+            # A free port instead of Ray's fixed default (8265), which another cluster here may hold.
+            ports = ["--dashboard-port", str(_free_port())]
+            self._start(["--head", "--port", port, "--include-dashboard=false", *ports, "--temp-dir", str(self.temp)])
             for _ in range(self.nodes - 1):
                 self._start(["--address", self.address])
         except BaseException:

@@ -16,9 +16,12 @@ import pytest
 from api_helpers import Catalogue
 from bulk_helpers import assert_matches_api, read_output, users_table, write_users
 
+from index_format import Searcher
+
+# benchmarks/ is not an installed package: make the repo root importable (as tests/test_benchmarks_smoke.py does)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.ray_local import ENV as RAY_ENV
 from benchmarks.ray_local import LocalRayCluster, alive_nodes
-from index_format import Searcher
 
 pytest.importorskip("ray", reason="ray is not installed (pip install '.[ray]')")
 

@@ -51,8 +51,7 @@ def score_chunk(searcher: Searcher, options: ScoreOptions, chunk: Chunk) -> pa.T
     excludes = exclusions(chunk)
     if excludes is not None and not good.all():
         excludes = [ids for ids, ok in zip(excludes, good.tolist(), strict=True) if ok]
-    queries = searcher.queries(vectors.matrix[good], options.k, options.exact, options.filter or None, excludes)
-    found = searcher.hits(queries)
+    found = searcher.hits(vectors.matrix[good], options.k, options.exact, options.filter or None, excludes)
     lengths = np.fromiter((hits.rows.size for hits in found), dtype=np.int32, count=len(found))
     offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
     rows = np.concatenate([hits.rows for hits in found]) if found else np.empty(0, np.int64)

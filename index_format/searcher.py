@@ -14,7 +14,7 @@ than k hits only when fewer rows qualify (a filter, exclusions, a small index).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -168,26 +168,10 @@ class Searcher:
                 raise SearchError(f"params: {name!r} must be an integer in 1..{limits[name]}, got {value!r}")
         return tuple(sorted((name, int(value)) for name, value in params.items()))
 
-    def queries(
-        self,
-        vectors: Any,
-        k: int,
-        exact: bool = False,
-        filter: Mapping[str, Sequence[str]] | None = None,
-        exclude: Sequence[ItemId] | Sequence[Sequence[ItemId]] | None = None,
-        params: Mapping[str, int] | None = None,
-    ) -> list[Query]:
-        """Validated `Query` objects (see `search` for the arguments)."""
+    def k(self, k: Any) -> int:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise SearchError(f"k: expected a positive integer, got {k!r}")
-        xq = self.vectors(vectors)
-        key = self.filter_key(filter)
-        params_key = self.params_key(params)
-        excludes = self._per_query_excludes(exclude, xq.shape[0])
-        return [
-            Query(vector=xq[i], k=int(k), exact=bool(exact), filter=key, exclude=excludes[i], params=params_key)
-            for i in range(xq.shape[0])
-        ]
+        return int(k)
 
     def _per_query_excludes(
         self, exclude: Sequence[ItemId] | Sequence[Sequence[ItemId]] | None, n: int
@@ -204,21 +188,31 @@ class Searcher:
 
     # ---- search ----------------------------------------------------------------------------------------------
 
-    def hits(self, queries: Sequence[Query]) -> list[Hits]:
-        """Rows and scores of validated queries, in order: queries without exclusions that ask the same thing share
-        one plan, and the engine executes plans that agree in one vectorised search."""
+    def hits(
+        self,
+        vectors: Any,
+        k: int,
+        exact: bool = False,
+        filter: Mapping[str, Sequence[str]] | None = None,
+        exclude: Sequence[ItemId] | Sequence[Sequence[ItemId]] | None = None,
+        params: Mapping[str, int] | None = None,
+    ) -> list[Hits]:
+        """Rows and scores (see `search` for the arguments): the queries without exclusions share one plan, each
+        query with exclusions gets its own, and the engine runs the plans that agree in one vectorised search."""
+        xq = self.vectors(vectors)
+        base = Query(
+            np.zeros(self.dim, np.float32), self.k(k), bool(exact), self.filter_key(filter), (), self.params_key(params)
+        )
+        shared: SearchPlan | None = None
         plans: list[SearchPlan] = []
-        shared: dict[tuple[Any, ...], SearchPlan] = {}
-        for query in queries:
-            if query.exclude:
-                plans.append(self.engine.plan(query))
+        for ids in self._per_query_excludes(exclude, xq.shape[0]):
+            if ids:
+                plans.append(self.engine.plan(replace(base, exclude=ids)))
                 continue
-            key = (query.k, query.exact, query.filter, query.params)
-            plan = shared.get(key)
-            if plan is None:
-                plan = shared[key] = self.engine.plan(query)
-            plans.append(plan)
-        return self.engine.search(queries, plans)
+            if shared is None:
+                shared = self.engine.plan(base)
+            plans.append(shared)
+        return self.engine.search_matrix(xq, plans) if plans else []
 
     def search(
         self,
@@ -236,5 +230,5 @@ class Searcher:
         params: per-call search parameters (efSearch, nprobe, k_factor: see `param_limits`).
         Raises SearchError for invalid arguments.
         """
-        found = self.hits(self.queries(vectors, k, exact, filter, exclude, params))
+        found = self.hits(vectors, k, exact, filter, exclude, params)
         return [Result(self.reader.external_ids(hits.rows), hits.scores) for hits in found]

@@ -90,8 +90,8 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Path], np.ndarray
             del items
             (work / "items.tmp.npy").rename(items_path)
             np.save(tune_path, generate_queries(spec, 2000, stream=1))
-        root = build_index(items_path, None, tune_path, work / "index", args.kind)
         users = generate_queries(spec, args.users, stream=2)
+        root = work / "index" if args.data_only else build_index(items_path, None, tune_path, work / "index", args.kind)
     folders: dict[str, Path] = {}
     sizes = sorted({*args.rss_users, len(users)})
     for size in sizes:
@@ -255,6 +255,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--http-duration", type=float, default=10.0, help="seconds of wrk load per /batch point (0: skip)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/recsys-bulk-bench"))
+    p.add_argument("--data-only", action="store_true", help="synthetic: only generate the items and users files")
     p.add_argument("--tag")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     return p
@@ -265,6 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.tag = args.tag or (args.dataset if args.dataset != "synthetic" else f"synthetic_{args.items}x{args.d}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     root, folders, users = prepare(args)
+    if args.data_only:
+        LOG.info("inputs ready: %s", {name: str(path) for name, path in folders.items()})
+        return 0
     work = args.work_dir / args.tag
     full = folders[str(len(users))]
     modes = args.modes.split(",")

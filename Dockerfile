@@ -31,6 +31,7 @@ COPY index_format ./index_format
 COPY index_builder ./index_builder
 COPY api ./api
 COPY client ./client
+COPY bulk_score ./bulk_score
 COPY docker/trim_venv.sh docker/image_smoke.py /tmp/
 # Then drop what the server and the builder never load (pip, test suites, headers, pyarrow's Flight and S3
 # libraries: ~100 MB of a ~350 MB venv) and check that what they load still imports and reads parquet.

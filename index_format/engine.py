@@ -69,13 +69,25 @@ class SearchIndex:
             plans = [self.plan(query) for query in queries]
         if len(queries) == 1:
             return self._execute(plans, queries[0].vector[None])
+        return self.search_matrix(np.stack([query.vector for query in queries]), plans)
+
+    def search_matrix(self, xq: F32, plans: Sequence[SearchPlan]) -> list[Hits]:
+        """Hits of each row of xq ((n, dim) float32) searched with its plan; rows may share one plan object (bulk
+        scoring plans once for every user without exclusions)."""
         groups: dict[object, list[int]] = {}
+        keys: dict[int, object] = {}  # group key of each distinct plan object, computed once
         for position, plan in enumerate(plans):
-            groups.setdefault(plan.group_key, []).append(position)
-        out: list[Hits] = [EMPTY] * len(queries)
+            key = keys.get(id(plan))
+            if key is None:
+                key = keys[id(plan)] = plan.group_key
+            groups.setdefault(key, []).append(position)
+        if len(groups) == 1:
+            return self._execute(plans, xq)
+        out: list[Hits] = [EMPTY] * len(plans)
         for positions in groups.values():
-            xq = np.stack([queries[p].vector for p in positions])
-            for position, hits in zip(positions, self._execute([plans[p] for p in positions], xq), strict=True):
+            for position, hits in zip(
+                positions, self._execute([plans[p] for p in positions], xq[positions]), strict=True
+            ):
                 out[position] = hits
         return out
 
@@ -83,15 +95,15 @@ class SearchIndex:
         """One search for plans sharing a group key (one per row of xq), fetching the most any of them needs."""
         fetch = max(plan.fetch for plan in plans)
         found = self.reader.execute(plans[0], xq, fetch)
+        # Rows holding padding (-1), found in one pass: faiss pads only a row's tail, so its last column tells.
+        padded = (found.rows[:, -1] < 0).tolist() if found.rows.shape[1] else [False] * len(plans)
         out = []
-        results = zip(plans, found.rows, found.scores, strict=True) if len(plans) > 1 else [(plans[0], *found.first)]
-        for plan, rows, scores in results:
-            if plan.excluded.size:
-                keep = (rows >= 0) & ~np.isin(rows, plan.excluded)
+        for plan, rows, scores, short in zip(plans, found.rows, found.scores, padded, strict=True):
+            if plan.excluded.size or short:
+                keep = rows >= 0
+                if plan.excluded.size:
+                    keep &= ~np.isin(rows, plan.excluded)
                 rows, scores = rows[keep], scores[keep]
-            elif rows.size and rows[-1] < 0:  # padding is only ever at the tail
-                kept = int(np.count_nonzero(rows >= 0))
-                rows, scores = rows[:kept], scores[:kept]
             out.append(Hits(rows[: plan.k], scores[: plan.k]))
         return out
 

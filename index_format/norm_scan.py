@@ -25,7 +25,7 @@ from index_format import norm_scan_numpy
 LOG = logging.getLogger(__name__)
 
 try:
-    from index_format import _norm_scan  # type: ignore[attr-defined]
+    from index_format import _norm_scan  # type: ignore[attr-defined,unused-ignore]
 
     KERNEL = "c"
 except ImportError:  # installed without a C compiler or Python headers: setup.py builds the kernel as optional

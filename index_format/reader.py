@@ -35,11 +35,6 @@ class SearchResult:
     scores: F32  # (nq, k), best first; -inf where fewer than k rows qualify
     rows: I64  # (nq, k) internal row numbers; -1 where fewer than k rows qualify
 
-    @property
-    def first(self) -> tuple[I64, F32]:
-        """(rows, scores) of the first query."""
-        return self.rows[0], self.scores[0]
-
 
 def _flat_codes_view(index: Any) -> F32 | None:
     """Zero-copy (N, d) float32 view of an IndexFlat's stored vectors (mapped pages when loaded with MMAP_IFC)."""
@@ -113,7 +108,11 @@ class IndexReader:
         return None
 
     def external_ids(self, rows: I64) -> list[Any]:
-        """External ids (str or int, as given to the builder) of the given rows."""
+        """External ids (str or int, as given to the builder) of the given rows. Row -1 (a search's padding when
+        fewer than k rows qualify) is refused: numpy would read it as the last id."""
+        rows = np.asarray(rows)
+        if rows.size and int(rows.min()) < 0:
+            raise ValueError(f"row {int(rows.min())} is not a row of the index (padding? drop rows < 0 first)")
         picked = self.ids[rows].tolist()
         if self.manifest.id_type == "str":
             return [value.decode("utf-8") for value in picked]

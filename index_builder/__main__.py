@@ -16,6 +16,7 @@ from index_builder.inputs import load_embeddings, load_queries
 from index_builder.progress import Progress
 from index_builder.publish import PublishError
 from index_builder.tuning import tie_aware_recall
+from index_builder.verify_queries import verify_on_queries
 from index_format import layout
 from index_format.reader import IndexReader
 
@@ -47,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check every checksum and re-measure recall of the current version")
     v.add_argument("root", type=Path)
     v.add_argument("--tolerance", type=float, default=0.02, help="allowed drop of recall vs the manifest")
+    v.add_argument("--queries", type=Path, help="measure recall and QPS on these queries (.npy/.jsonl) instead")
+    v.add_argument("--k", type=int, help="k of recall@k with --queries (default: the manifest's)")
     return parser
 
 
@@ -142,6 +145,11 @@ def _verify(args: argparse.Namespace) -> int:
         return _fail(f"verification failed: {exc}", code=1)
     manifest = reader.manifest
     print(f"checksums    ok ({len(manifest.files)} files)")
+    if args.queries is not None:
+        print("\n".join(verify_on_queries(reader, args.queries, args.k)))
+        return 0
+    if args.k is not None:
+        return _fail("--k goes with --queries")
     queries = np.load(version_dir / TUNING_QUERIES_FILE)
     heldout = queries[: manifest.tuning["n_heldout"]]
     k = manifest.k

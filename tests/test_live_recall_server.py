@@ -1,0 +1,148 @@
+"""Live recall against a real 2-worker `recsys-serve` on the shared instacart catalogue: an HNSW index tuned on the
+held-out product queries, then traffic of a shifted kind whose true recall is below the target. The server-wide
+estimate (merged over both workers' metrics files) matches the true recall of the first 1,000 requests within 0.03,
+the effort is raised, fresh requests of that kind then reach the target, and a restart keeps the raised effort.
+
+Skips when ../shared/data is absent (a fresh clone); the seeded synthetic variant is tests/test_live_recall.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from live_recall_helpers import effort_of, estimate, poll, true_recall
+from ops_helpers import Server, running_server
+
+from index_builder.build import BuildOptions, build
+from index_builder.embeddings import Embeddings
+
+INSTACART = Path(__file__).resolve().parents[2] / "shared" / "data" / "instacart_products"
+K = 10
+FIRST = 1000  # requests answered at the tuned effort before the estimate is compared with their true recall
+THREADS = 4  # client connections (SO_REUSEPORT spreads them over both workers)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (INSTACART / "items.npy").exists(), reason=f"{INSTACART} not present"),
+]
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, Any]:
+    items = np.load(INSTACART / "items.npy")
+    return {
+        "items": items,
+        "ids": [f"p{i}" for i in range(items.shape[0])],
+        "heldout": np.load(INSTACART / "queries_heldout.npy"),
+    }
+
+
+@pytest.fixture(scope="module")
+def root(data: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("live-instacart") / "indexes"
+    embeddings = Embeddings(ids=data["ids"], vectors=data["items"], metadata={})
+    _, manifest = build(embeddings, out, data["heldout"], BuildOptions(kind="hnsw", target_recall=0.95))
+    assert manifest.recall_at_k >= 0.95
+    return out
+
+
+def traffic(kind: str, data: dict[str, Any], count: int, seed: int) -> np.ndarray[Any, Any]:
+    """Queries unlike the tuning sample (held-out products), each a realistic kind of query."""
+    rng = np.random.default_rng(seed)
+    items, heldout = data["items"], data["heldout"]
+    if kind == "mean_of_3_products":  # "users who bought these"
+        out = items[rng.integers(0, items.shape[0], (count, 3))].mean(axis=1)
+    elif kind == "noisy_heldout":  # a noisier query model on the same products
+        base = heldout[rng.integers(0, heldout.shape[0], count)]
+        out = base + 0.08 * rng.standard_normal(base.shape)
+    elif kind == "mean_of_10_products":  # a long basket
+        out = items[rng.integers(0, items.shape[0], (count, 10))].mean(axis=1)
+    else:
+        raise ValueError(kind)
+    result: np.ndarray[Any, Any] = np.ascontiguousarray(out, dtype=np.float32)
+    return result
+
+
+def ask(server: Server, queries: np.ndarray[Any, Any]) -> list[list[str]]:
+    """/infer for each query over THREADS connections; the answers in query order."""
+
+    def run(part: int) -> list[tuple[int, list[str]]]:
+        out = []
+        with httpx.Client(base_url=server.base, timeout=30) as client:
+            for i in range(part, len(queries), THREADS):
+                response = client.post("/infer", json={"name": "u", "vector": queries[i].tolist(), "k": K})
+                assert response.status_code == 200, response.text
+                out.append((i, [r["id"] for r in response.json()["recommendations"]]))
+        return out
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        found = dict(pair for part in pool.map(run, range(THREADS)) for pair in part)
+    return [found[i] for i in range(len(queries))]
+
+
+def index_body(server: Server) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(f"{server.base}/index", timeout=30).json()
+    return body
+
+
+def started(root: Path, state: Path, logs: Path) -> Iterator[Server]:
+    env = {
+        "RECSYS_RECALL_SAMPLE_RATE": "1",
+        "RECSYS_RECALL_CPU_BUDGET": "1000",
+        "RECSYS_RECALL_QUEUE": "100000",
+        "RECSYS_RECALL_MIN_SAMPLES": str(FIRST),
+        "RECSYS_RECALL_DECIDE_SAMPLES": str(FIRST),
+        "RECSYS_RECALL_INTERVAL": "0.2",
+        "RECSYS_RECALL_STATE_DIR": str(state),
+        "RECSYS_RELOAD_INTERVAL": "0",
+    }
+    with running_server(root, logs, workers=2, **env) as server:
+        yield server
+
+
+@pytest.mark.parametrize("kind", ["mean_of_3_products", "noisy_heldout", "mean_of_10_products"])
+def test_shifted_traffic_is_measured_and_corrected(kind: str, data: dict[str, Any], root: Path, tmp_path: Path) -> None:
+    items, ids = data["items"], data["ids"]
+    state = tmp_path / "state"
+    for server in started(root, state, tmp_path):
+        tuned = effort_of(index_body(server))
+        first = traffic(kind, data, FIRST, seed=1)
+        truth = true_recall(items, ids, first, ask(server, first), K)
+        label = ",".join(f"{name}={value}" for name, value in sorted(tuned.items()))
+        found = poll(
+            lambda: (e := estimate(index_body(server), effort=label)) and e["samples"] >= FIRST and e,
+            120,
+            f"{FIRST} samples checked at {label}",
+        )
+        print(f"{kind}: tuned {tuned}, true recall@{K} {truth:.4f}, live estimate {found}")
+        assert truth < 0.95, f"{kind} is not a shift below the target ({truth:.4f})"
+        assert found["scope"] == "server" and abs(found["recall"] - truth) <= 0.03
+
+        for round_ in range(12):  # more traffic until the effort stops rising with the lower bound at the target
+            body = index_body(server)
+            current = estimate(body)
+            if effort_of(body) != tuned and current is not None and current["interval"][0] >= 0.95:
+                break
+            ask(server, traffic(kind, data, 500, seed=10 + round_))
+        raised = effort_of(index_body(server))
+        assert raised["efSearch"] > tuned["efSearch"]
+        seen = {}
+        for _ in range(8):  # every worker serves the raised effort (new connections reach both)
+            body = index_body(server)
+            seen[body["live_recall"]["sampling"]["pid"]] = effort_of(body)
+        assert len(seen) == 2 and all(effort == raised for effort in seen.values()), seen
+        fresh = traffic(kind, data, 1000, seed=99)
+        after = true_recall(items, ids, fresh, ask(server, fresh), K)
+        print(f"{kind}: effort {tuned} -> {raised}, fresh requests' true recall@{K} {after:.4f}")
+        assert after >= 0.95
+        log = server.log()
+        assert "raised efSearch" in log
+
+    for server in started(root, state, tmp_path):  # a restart keeps the raised effort
+        assert effort_of(index_body(server)) == raised

@@ -9,6 +9,7 @@ Skips when ../shared/data is absent (a fresh clone); the seeded synthetic varian
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,7 @@ def index_body(server: Server) -> dict[str, Any]:
     return body
 
 
+@contextmanager
 def started(root: Path, state: Path, logs: Path) -> Iterator[Server]:
     env = {
         "RECSYS_RECALL_SAMPLE_RATE": "1",
@@ -110,7 +112,7 @@ def started(root: Path, state: Path, logs: Path) -> Iterator[Server]:
 def test_shifted_traffic_is_measured_and_corrected(kind: str, data: dict[str, Any], root: Path, tmp_path: Path) -> None:
     items, ids = data["items"], data["ids"]
     state = tmp_path / "state"
-    for server in started(root, state, tmp_path):
+    with started(root, state, tmp_path) as server:
         tuned = effort_of(index_body(server))
         first = traffic(kind, data, FIRST, seed=1)
         truth = true_recall(items, ids, first, ask(server, first), K)
@@ -144,5 +146,5 @@ def test_shifted_traffic_is_measured_and_corrected(kind: str, data: dict[str, An
         log = server.log()
         assert "raised efSearch" in log
 
-    for server in started(root, state, tmp_path):  # a restart keeps the raised effort
+    with started(root, state, tmp_path) as server:  # a restart keeps the raised effort
         assert effort_of(index_body(server)) == raised

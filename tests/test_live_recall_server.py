@@ -9,8 +9,8 @@ Skips when ../shared/data is absent (a fresh clone); the seeded synthetic varian
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 

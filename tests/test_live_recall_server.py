@@ -1,16 +1,18 @@
-"""Live recall against a real 2-worker `recsys-serve` on the shared instacart catalogue: an HNSW index tuned on the
-held-out product queries, then traffic of a shifted kind whose true recall is below the target. The server-wide
+"""Live recall against a real 2-worker `recsys-serve`: an HNSW index tuned on one query distribution, then traffic
+of a shifted kind whose true recall is below the target — on the seeded synthetic catalogue (fast, in `make test`)
+and on the shared instacart catalogue (tuned on the held-out product queries; slow). The server-wide
 estimate (merged over both workers' metrics files) matches the true recall of the first 1,000 requests within 0.03,
 the effort is raised, fresh requests of that kind then reach the target, and a restart keeps the raised effort.
 
-Skips when ../shared/data is absent (a fresh clone); the seeded synthetic variant is tests/test_live_recall.py.
+The instacart cases skip when ../shared/data is absent (a fresh clone).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import numpy as np
 import pytest
 from live_recall_helpers import effort_of, estimate, poll, true_recall
 from ops_helpers import Server, running_server
+from test_live_recall import catalogue, shifted
 
 from index_builder.build import BuildOptions, build
 from index_builder.embeddings import Embeddings
@@ -28,35 +31,45 @@ K = 10
 FIRST = 1000  # requests answered at the tuned effort before the estimate is compared with their true recall
 THREADS = 4  # client connections (SO_REUSEPORT spreads them over both workers)
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (INSTACART / "items.npy").exists(), reason=f"{INSTACART} not present"),
-]
+SHARED = pytest.mark.skipif(not (INSTACART / "items.npy").exists(), reason=f"{INSTACART} not present")
+
+
+@dataclass(frozen=True)
+class Served:
+    """An index root and what the test needs to judge its answers: the raw vectors and ids, and the traffic."""
+
+    root: Path
+    items: np.ndarray[Any, Any]
+    ids: list[str]
+    traffic: Callable[[str, int, int], np.ndarray[Any, Any]]  # (kind, count, seed) -> queries
 
 
 @pytest.fixture(scope="module")
-def data() -> dict[str, Any]:
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Served:
+    """The seeded catalogue of tests/test_live_recall.py: tuned on items plus a little noise."""
+    items, ids, tune = catalogue(7)
+    out = tmp_path_factory.mktemp("live-synthetic") / "indexes"
+    build(Embeddings(ids=ids, vectors=items, metadata={}), out, tune, BuildOptions(kind="hnsw"))
+    return Served(out, items, ids, lambda kind, count, seed: shifted(seed, count))
+
+
+@pytest.fixture(scope="module")
+def instacart(tmp_path_factory: pytest.TempPathFactory) -> Served:
+    """HNSW over the instacart catalogue, tuned on the held-out product queries (as the issue's user did)."""
     items = np.load(INSTACART / "items.npy")
-    return {
-        "items": items,
-        "ids": [f"p{i}" for i in range(items.shape[0])],
-        "heldout": np.load(INSTACART / "queries_heldout.npy"),
-    }
-
-
-@pytest.fixture(scope="module")
-def root(data: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ids = [f"p{i}" for i in range(items.shape[0])]
+    heldout = np.load(INSTACART / "queries_heldout.npy")
     out = tmp_path_factory.mktemp("live-instacart") / "indexes"
-    embeddings = Embeddings(ids=data["ids"], vectors=data["items"], metadata={})
-    _, manifest = build(embeddings, out, data["heldout"], BuildOptions(kind="hnsw", target_recall=0.95))
+    _, manifest = build(Embeddings(ids=ids, vectors=items, metadata={}), out, heldout, BuildOptions(kind="hnsw"))
     assert manifest.recall_at_k >= 0.95
-    return out
+    return Served(out, items, ids, lambda kind, count, seed: instacart_traffic(kind, items, heldout, count, seed))
 
 
-def traffic(kind: str, data: dict[str, Any], count: int, seed: int) -> np.ndarray[Any, Any]:
+def instacart_traffic(
+    kind: str, items: np.ndarray[Any, Any], heldout: np.ndarray[Any, Any], count: int, seed: int
+) -> np.ndarray[Any, Any]:
     """Queries unlike the tuning sample (held-out products), each a realistic kind of query."""
     rng = np.random.default_rng(seed)
-    items, heldout = data["items"], data["heldout"]
     if kind == "mean_of_3_products":  # "users who bought these"
         out = items[rng.integers(0, items.shape[0], (count, 3))].mean(axis=1)
     elif kind == "noisy_heldout":  # a noisier query model on the same products
@@ -108,13 +121,25 @@ def started(root: Path, state: Path, logs: Path) -> Iterator[Server]:
         yield server
 
 
-@pytest.mark.parametrize("kind", ["mean_of_3_products", "noisy_heldout", "mean_of_10_products"])
-def test_shifted_traffic_is_measured_and_corrected(kind: str, data: dict[str, Any], root: Path, tmp_path: Path) -> None:
-    items, ids = data["items"], data["ids"]
+CASES = [
+    ("synthetic", "random_directions"),
+    *(
+        pytest.param("instacart", kind, marks=[pytest.mark.slow, SHARED])
+        for kind in ("mean_of_3_products", "noisy_heldout", "mean_of_10_products")
+    ),
+]
+
+
+@pytest.mark.parametrize(("dataset", "kind"), CASES)
+def test_shifted_traffic_is_measured_and_corrected(
+    dataset: str, kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    served: Served = request.getfixturevalue(dataset)
+    items, ids, root = served.items, served.ids, served.root
     state = tmp_path / "state"
     with started(root, state, tmp_path) as server:
         tuned = effort_of(index_body(server))
-        first = traffic(kind, data, FIRST, seed=1)
+        first = served.traffic(kind, FIRST, 1)
         truth = true_recall(items, ids, first, ask(server, first), K)
         label = ",".join(f"{name}={value}" for name, value in sorted(tuned.items()))
         found = poll(
@@ -131,7 +156,7 @@ def test_shifted_traffic_is_measured_and_corrected(kind: str, data: dict[str, An
             current = estimate(body)
             if effort_of(body) != tuned and current is not None and current["interval"][0] >= 0.95:
                 break
-            ask(server, traffic(kind, data, 500, seed=10 + round_))
+            ask(server, served.traffic(kind, 500, 10 + round_))
         raised = effort_of(index_body(server))
         assert raised["efSearch"] > tuned["efSearch"]
         seen = {}
@@ -139,7 +164,7 @@ def test_shifted_traffic_is_measured_and_corrected(kind: str, data: dict[str, An
             body = index_body(server)
             seen[body["live_recall"]["sampling"]["pid"]] = effort_of(body)
         assert len(seen) == 2 and all(effort == raised for effort in seen.values()), seen
-        fresh = traffic(kind, data, 1000, seed=99)
+        fresh = served.traffic(kind, 1000, 99)
         after = true_recall(items, ids, fresh, ask(server, fresh), K)
         print(f"{kind}: effort {tuned} -> {raised}, fresh requests' true recall@{K} {after:.4f}")
         assert after >= 0.95

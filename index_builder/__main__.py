@@ -12,9 +12,10 @@ import numpy as np
 from index_builder import kinds
 from index_builder.build import TUNING_QUERIES_FILE, BuildOptions, build
 from index_builder.embeddings import InputError
-from index_builder.inputs import load_embeddings, load_queries
+from index_builder.inputs import load_embeddings
 from index_builder.progress import Progress
 from index_builder.publish import PublishError
+from index_builder.query_sets import load_query_sets
 from index_builder.tuning import tie_aware_recall
 from index_builder.verify_queries import verify_on_queries
 from index_format import layout
@@ -32,7 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--id-field", default="id", help="id column / key (parquet, jsonl)")
     b.add_argument("--vector-field", default="vector", help="vector column / key (parquet, jsonl)")
     b.add_argument("--metadata", action="append", help="categorical metadata column to keep (repeatable; default all)")
-    b.add_argument("--queries", type=Path, help="sample user vectors (.npy or .jsonl) to tune and measure recall")
+    b.add_argument(
+        "--queries",
+        type=Path,
+        action="append",
+        help="sample user vectors (.npy or .jsonl) to tune and measure recall; repeat it for several samples: each "
+        "then reaches the target, and recall is reported per sample",
+    )
     b.add_argument("--kind", default="auto", choices=kinds.KINDS)
     b.add_argument("--factory", help="faiss index_factory string, with --kind factory")
     b.add_argument("--k", type=int, default=10, help="k of the recall@k to tune for (default 10)")
@@ -91,10 +98,12 @@ def _build(args: argparse.Namespace) -> int:
         progress=progress.update,
     )
     progress.message(f"loaded {len(embeddings)} × {embeddings.dim} from {args.input}")
-    queries = load_queries(args.queries, embeddings.dim) if args.queries else None
+    queries, query_sets = load_query_sets(args.queries, embeddings.dim) if args.queries else (None, ())
     if queries is None:
         progress.message("no --queries: tuning on perturbed item vectors (manifest: queries_source=sampled-items)")
-    options = BuildOptions(args.kind, args.factory, args.k, args.target_recall, args.keep, args.seed)
+    options = BuildOptions(
+        args.kind, args.factory, args.k, args.target_recall, args.keep, args.seed, query_sets=query_sets
+    )
     final, manifest = build(embeddings, args.out, queries, options, progress)
     print(_summary(manifest, final))
     return 0
@@ -113,6 +122,10 @@ def _summary(manifest: layout.Manifest, version_dir: Path) -> str:
         f"built        {manifest.built_at} in {manifest.build_seconds:.1f}s, faiss {manifest.faiss_version}, "
         f"{size / 2**20:.1f} MiB on disk",
         f"source       {manifest.source.get('name')} sha256 {manifest.source.get('sha256', '')[:16]}",
+    ]
+    lines += [
+        f"query set    {s['name']}: recall@{manifest.k} {s['recall_heldout']:.4f} held-out ({s['n_heldout']} queries)"
+        for s in manifest.tuning.get("query_sets", [])
     ]
     lines += [f"note         {note}" for note in manifest.notes]
     candidates = manifest.tuning.get("candidates", [])

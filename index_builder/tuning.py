@@ -27,7 +27,10 @@ CONFIDENCE_Z = (
 class QuerySplit:
     tune: F32
     heldout: F32
-    source: str  # "file:<name>" or "sampled-items"
+    source: str  # "file:<name>" or "sampled-items" (or "files:<a>,<b>" for several sets)
+    tune_sets: I64 | None = None  # several query sets (index_builder/query_sets.py): the set of each query
+    heldout_sets: I64 | None = None
+    set_names: tuple[str, ...] = ()
 
 
 def split_queries(queries: F32, seed: int, cap: int = 1000) -> tuple[F32, F32]:
@@ -93,6 +96,13 @@ def lower_bound(recalls: npt.NDArray[np.float64], z: float = CONFIDENCE_Z) -> fl
     return float(recalls.mean() - z * recalls.std(ddof=1) / np.sqrt(recalls.size))
 
 
+def reaches_target(recalls: npt.NDArray[np.float64], sets: I64 | None, target: float) -> bool:
+    """Whether the lower bound reaches the target: of the whole sample, or of every query set when there are several."""
+    if sets is None:
+        return lower_bound(recalls) >= target
+    return all(lower_bound(recalls[sets == label]) >= target for label in np.unique(sets))
+
+
 def single_query_qps(reader: IndexReader, xq: F32, k: int, params: dict[str, int] | None, exact: bool) -> float:
     """Queries per second, one query per call on the calling thread (how the API searches)."""
     count = min(QPS_QUERIES, xq.shape[0])
@@ -136,7 +146,7 @@ def sweep(
         qps = single_query_qps(reader, split.tune, k, params, exact=False)
         recall_tune = float(tune_recalls.mean())
         point = SweepPoint(dict(params), round(recall_tune, 4), round(recall_heldout, 4), round(qps, 1))
-        return point, lower_bound(tune_recalls) >= target
+        return point, reaches_target(tune_recalls, split.tune_sets, target)
 
     points: list[SweepPoint] = []
     families: dict[tuple[tuple[str, int], ...], list[tuple[SweepPoint, bool]]] = {}

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from api_helpers import Catalogue
 from live_recall_helpers import effort_of, estimate, poll, true_recall
 from starlette.testclient import TestClient
 
@@ -187,3 +188,33 @@ def test_exact_and_own_params_requests_are_not_sampled(root: Path, tmp_path: Pat
         ask(client, shifted(7, 10))
         body = checked(client, 10)
         assert estimate(body) is not None and estimate(body)["samples"] == 10  # type: ignore[index]
+
+
+def test_filtered_ann_answers_are_estimated_as_their_own_kind(
+    hnsw_root: Path, str_catalogue: Catalogue, tmp_path: Path
+) -> None:
+    """Filters searched through the ANN index (thresholds at 0) are sampled as `filtered`; the estimate is the true
+    tie-aware recall over the allowed rows."""
+    names = {"snacks", "drinks"}
+    allowed = str_catalogue.rows_in(names)
+    queries = str_catalogue.test_queries[:200]
+    overrides = dict(filter_exact_fraction=0.0, filter_exact_budget=0, recall_correct=False)
+    with app(hnsw_root, tmp_path, **overrides) as client:
+        hits = []
+        for query in queries:
+            body = {"name": "u", "vector": query.tolist(), "k": K, "filter": {"category": sorted(names)}}
+            response = client.post("/infer", json=body)
+            assert response.status_code == 200, response.text
+            got = [r["id"] for r in response.json()["recommendations"]]
+            _, true_scores = str_catalogue.brute_force(query[None], K, allowed)
+            kth = float(true_scores[0, -1])
+            exact = [float(str_catalogue.vectors[str_catalogue.row_of[i]] @ query) for i in got]
+            hits.append(sum(score >= kth - 1e-5 * abs(kth) - 1e-6 for score in exact) / K)
+        found = poll(
+            lambda: (e := estimate(client.get("/index").json(), "filtered")) and e["samples"] >= len(queries) and e,
+            30,
+            "the filtered samples",
+        )
+        assert estimate(client.get("/index").json(), "ann") is None
+        print(f"filtered: live {found}, true {np.mean(hits):.4f}")
+        assert abs(found["recall"] - float(np.mean(hits))) <= 0.002, (found, np.mean(hits))

@@ -225,17 +225,18 @@ class LiveRecall:
             self.wake.wait(self.config.interval)
             self.wake.clear()
             try:
-                self.drain()
+                self.drain(until=max(next_look, time.monotonic() + 0.01))
                 if time.monotonic() >= next_look:
                     next_look = time.monotonic() + self.config.interval
                     self.look()
             except Exception:
                 LOG.exception("live recall check failed")
 
-    def drain(self) -> int:
-        """Check queued samples while within the CPU budget; returns how many were checked."""
+    def drain(self, until: float = math.inf) -> int:
+        """Check queued samples while within the CPU budget, until the monotonic time `until` (so a queue that never
+        empties does not hold off the looks at the estimate); returns how many were checked."""
         checked = 0
-        while self.queue and not self.stopping.is_set():
+        while self.queue and not self.stopping.is_set() and time.monotonic() < until:
             budget = self.config.cpu_budget
             if budget <= 0 or self.check_seconds > budget * self.search_seconds:
                 self._drop_stale()

@@ -7,7 +7,8 @@ Starts two `recsys-serve` on the same index — one with RECSYS_RECALL_SAMPLE_RA
 settings (both with RECSYS_RECALL_CORRECT=0, so both search at the same effort) — and drives POST /infer (ANN)
 with `wrk` at each concurrency, alternating off / on for `rounds` rounds (an idle server costs nothing, so only
 the one under load uses the CPU). Reports the median req/s of each, their ratio, and what the sampler did (samples
-checked and dropped, the check CPU time against the search time) from GET /index. Writes live_recall_overhead_<tag>.json.
+checked and dropped, the check CPU time against the search time) from GET /index.
+Writes live_recall_overhead_<tag>.json.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 
 Starts two `recsys-serve` on the same index — one with RECSYS_RECALL_SAMPLE_RATE=0, one with the default sampling
 settings (both with RECSYS_RECALL_CORRECT=0, so both search at the same effort) — and drives POST /infer (ANN)
-with `wrk` at each concurrency, alternating off / on for `rounds` rounds (an idle server costs nothing, so only
+with `wrk` at each concurrency, alternating off / on (on / off in odd rounds) for `rounds` rounds (an idle server costs nothing, so only
 the one under load uses the CPU). Reports the median req/s of each, their ratio, and what the sampler did (samples
 checked and dropped, the check CPU time against the search time) from GET /index.
 Writes live_recall_overhead_<tag>.json.
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         for connections in args.concurrency:
             measured: dict[str, list[float]] = {name: [] for name in ports}
             for round_ in range(args.rounds):
-                for name, port in ports.items():
+                order = list(ports.items()) if round_ % 2 == 0 else list(ports.items())[::-1]  # no order bias
+                for name, port in order:
                     point = run_wrk(port, "/infer", bodies, connections, 2, args.duration, 10)
                     point.update(setting=name, round=round_)
                     result["points"].append(point)

@@ -5,9 +5,9 @@
 
 Starts two `recsys-serve` on the same index — one with RECSYS_RECALL_SAMPLE_RATE=0, one with the default sampling
 settings (both with RECSYS_RECALL_CORRECT=0, so both search at the same effort) — and drives POST /infer (ANN)
-with `wrk` at each concurrency, alternating off / on (on / off in odd rounds) for `rounds` rounds (an idle server costs nothing, so only
-the one under load uses the CPU). Reports the median req/s of each, their ratio, and what the sampler did (samples
-checked and dropped, the check CPU time against the search time) from GET /index.
+with `wrk` at each concurrency, alternating off / on (on / off in odd rounds) for `rounds` rounds (an idle server
+costs nothing, so only the one under load uses the CPU). Reports the median req/s of each, their ratio, and what
+the sampler did (samples checked and dropped, the check CPU time against the search time) from GET /index.
 Writes live_recall_overhead_<tag>.json.
 """
 

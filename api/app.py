@@ -17,6 +17,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.feature_endpoints import SimilarEndpoints
 from api.hot_routes import Handler, HotRoutes
 from api.index_state import IndexHolder, load_index
+from api.live_recall import LiveRecall, RecallConfig
 from api.metrics import MULTIPROC_ENV
 from api.operations import Operations
 from api.settings import Settings, unknown_variables
@@ -50,7 +51,8 @@ def create_app(settings: Settings | None = None, extra_hot_routes: Mapping[str, 
         exit_with_parent()  # a granian worker (uvicorn's are asked in api/tcp_config.py)
     holder = IndexHolder()
     ops = Operations(settings, holder, os.environ.get(MULTIPROC_ENV))
-    endpoints = Endpoints(holder, settings, ops.metrics)
+    live = LiveRecall(RecallConfig.of(settings), holder, ops.metrics.registry, os.environ.get(MULTIPROC_ENV))
+    endpoints = Endpoints(holder, settings, ops.metrics, live)
     similar = SimilarEndpoints(holder, settings, ops.metrics)
 
     @asynccontextmanager
@@ -63,7 +65,9 @@ def create_app(settings: Settings | None = None, extra_hot_routes: Mapping[str, 
             LOG.error("cannot serve the index under %s: %s", settings.index_root, exc)
             raise
         await ops.started()
+        live.start()
         yield
+        live.stop()
         await ops.stopping()
         holder.current = None
 
@@ -87,4 +91,5 @@ def create_app(settings: Settings | None = None, extra_hot_routes: Mapping[str, 
     app.state.holder = holder
     app.state.settings = settings
     app.state.ops = ops
+    app.state.live_recall = live
     return app

@@ -12,6 +12,7 @@ from typing import Any
 import faiss
 
 from api.categories import category_counts
+from api.effort import apply_saved, state_dir
 from api.errors import ApiError
 from api.schemas import RequestRules
 from api.settings import Settings
@@ -122,6 +123,8 @@ def load_index(settings: Settings, version_dir: Path | None = None) -> LoadedInd
         max_exclude=settings.max_exclude,
     )
     engine = SearchIndex.of(reader, search_policy(settings, rules.param_limits))
+    directory = state_dir(settings.recall_state_dir, settings.index_root)
+    apply_saved(engine, directory, settings.recall_max_effort_factor, rules.param_limits)  # raised by live recall
     LOG.info(
         "serving index %s (%s, %d×%d, %s) from %s: opened in %.2fs%s, warmed in %.2fs",
         reader.manifest.version,

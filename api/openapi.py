@@ -149,6 +149,11 @@ def openapi_spec(settings: Settings, loaded: LoadedIndex | None) -> dict[str, An
                 "search_params": {"type": "object"},
                 "limits": {"type": "object", "additionalProperties": {"type": "integer"}},
                 "warm_seconds": {"type": "number"},
+                "live_recall": {
+                    "type": "object",
+                    "description": "Live recall@k of sampled ANN answers (estimate, 95% interval, samples) and the "
+                    "search effort in force (api/README_API.md, Live recall).",
+                },
             },
         },
     }

@@ -6,7 +6,7 @@ in the thread pool), what the metrics count, and how it is searched. Nothing her
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from api.index_state import LoadedIndex
@@ -28,12 +28,17 @@ def all_inline(plans: Sequence[SearchPlan]) -> bool:
 
 
 def recommend(
-    loaded: LoadedIndex, requests: Sequence[SearchRequest], plans: Sequence[SearchPlan] | None = None
+    loaded: LoadedIndex,
+    requests: Sequence[SearchRequest],
+    plans: Sequence[SearchPlan] | None = None,
+    keep: Callable[[list[Hits]], None] | None = None,
 ) -> list[list[Recommendation]]:
-    """Recommendations for each request, in request order."""
+    """Recommendations for each request, in request order. keep: also given the hits (a live recall sample)."""
     if not requests:
         return []
     hits = loaded.engine.search(requests, plans)
+    if keep is not None:
+        keep(hits)
     return [recommendations(loaded, found) for found in hits]
 
 

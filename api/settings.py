@@ -125,6 +125,20 @@ class Settings:
     admin_keys: str = setting(lambda _, raw: raw, default="", repr=False)
     admin_keys_file: str = setting(lambda _, raw: raw, "")
     log_format: str = setting(_one_of(LOG_FORMATS), "text")  # text or json
+    # Live recall (api/live_recall.py): fraction of ANN queries checked exactly off the request path, their CPU
+    # budget (check CPU seconds per second of the worker's search time), the queue of waiting samples.
+    recall_sample_rate: float = setting(_float_in(0.0, 1.0), 0.02)
+    recall_cpu_budget: float = setting(_float_in(0.0, 1000.0), 0.03)
+    recall_queue: int = setting(_int_in(1, 1_000_000), 64)
+    # Self-correction (api/effort.py): raise efSearch / nprobe along the builder's ladder when live recall is below
+    # the manifest's target; never above tuned × factor (nor the per-request limit); state in DIR/<version>.json
+    # (default ROOT/.live-state), shared by the workers and kept across restarts.
+    recall_correct: bool = setting(_bool, True)
+    recall_min_samples: int = setting(_int_in(1, 10_000_000), 200)
+    recall_decide_samples: int = setting(_int_in(1, 10_000_000), 1000)
+    recall_max_effort_factor: float = setting(_float_in(1.0, 1000.0), 8.0)
+    recall_interval: float = setting(_float_in(0.05, 3600.0), 1.0)  # seconds between looks at the shared state
+    recall_state_dir: str = setting(lambda _, raw: raw, "")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:

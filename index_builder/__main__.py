@@ -12,10 +12,12 @@ import numpy as np
 from index_builder import kinds
 from index_builder.build import DEFAULT_TUNE_BUDGET, TUNING_QUERIES_FILE, BuildOptions, build
 from index_builder.embeddings import InputError
-from index_builder.inputs import load_embeddings, load_queries
+from index_builder.inputs import load_embeddings
 from index_builder.progress import Progress
 from index_builder.publish import PublishError
+from index_builder.query_sets import load_query_sets
 from index_builder.tuning import tie_aware_recall
+from index_builder.verify_queries import verify_on_queries
 from index_format import layout
 from index_format.reader import IndexReader
 
@@ -31,7 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--id-field", default="id", help="id column / key (parquet, jsonl)")
     b.add_argument("--vector-field", default="vector", help="vector column / key (parquet, jsonl)")
     b.add_argument("--metadata", action="append", help="categorical metadata column to keep (repeatable; default all)")
-    b.add_argument("--queries", type=Path, help="sample user vectors (.npy or .jsonl) to tune and measure recall")
+    b.add_argument(
+        "--queries",
+        type=Path,
+        action="append",
+        help="sample user vectors (.npy or .jsonl) to tune and measure recall; repeat it for several samples: each "
+        "then reaches the target, and recall is reported per sample",
+    )
     b.add_argument("--kind", default="auto", choices=kinds.KINDS)
     b.add_argument("--factory", help="faiss index_factory string, with --kind factory")
     b.add_argument("--k", type=int, default=10, help="k of the recall@k to tune for (default 10)")
@@ -69,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check every checksum and re-measure recall of the current version")
     v.add_argument("root", type=Path)
     v.add_argument("--tolerance", type=float, default=0.02, help="allowed drop of recall vs the manifest")
+    v.add_argument("--queries", type=Path, help="measure recall and QPS on these queries (.npy/.jsonl) instead")
+    v.add_argument("--k", type=int, help="k of recall@k with --queries (default: the manifest's)")
     return parser
 
 
@@ -119,7 +129,7 @@ def _build(args: argparse.Namespace) -> int:
         progress=progress.update,
     )
     progress.message(f"loaded {len(embeddings)} × {embeddings.dim} from {args.input}")
-    queries = load_queries(args.queries, embeddings.dim) if args.queries else None
+    queries, query_sets = load_query_sets(args.queries, embeddings.dim) if args.queries else (None, ())
     if queries is None:
         progress.message("no --queries: tuning on perturbed item vectors (manifest: queries_source=sampled-items)")
     options = BuildOptions(
@@ -133,6 +143,7 @@ def _build(args: argparse.Namespace) -> int:
         kinds_for_auto=candidates,
         tune_budget=args.tune_budget,
         train_sample=args.train_sample,
+        query_sets=query_sets,
     )
     final, manifest = build(embeddings, args.out, queries, options, progress)
     print(_summary(manifest, final))
@@ -152,6 +163,10 @@ def _summary(manifest: layout.Manifest, version_dir: Path) -> str:
         f"built        {manifest.built_at} in {manifest.build_seconds:.1f}s, faiss {manifest.faiss_version}, "
         f"{size / 2**20:.1f} MiB on disk",
         f"source       {manifest.source.get('name')} sha256 {manifest.source.get('sha256', '')[:16]}",
+    ]
+    lines += [
+        f"query set    {s['name']}: recall@{manifest.k} {s['recall_heldout']:.4f} held-out ({s['n_heldout']} queries)"
+        for s in manifest.tuning.get("query_sets", [])
     ]
     lines += [f"note         {note}" for note in manifest.notes]
     candidates = manifest.tuning.get("candidates", [])
@@ -184,6 +199,11 @@ def _verify(args: argparse.Namespace) -> int:
         return _fail(f"verification failed: {exc}", code=1)
     manifest = reader.manifest
     print(f"checksums    ok ({len(manifest.files)} files)")
+    if args.queries is not None:
+        print("\n".join(verify_on_queries(reader, args.queries, args.k)))
+        return 0
+    if args.k is not None:
+        return _fail("--k goes with --queries")
     queries = np.load(version_dir / TUNING_QUERIES_FILE)
     heldout = queries[: manifest.tuning["n_heldout"]]
     k = manifest.k

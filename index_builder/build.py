@@ -23,6 +23,7 @@ from index_builder import kinds, memory, publish, race, tuning
 from index_builder.embeddings import Embeddings
 from index_builder.flat_file import map_flat_vectors, write_sorted_flat
 from index_builder.progress import Progress
+from index_builder.query_sets import QuerySets, per_set_recall, split_sets
 from index_format import layout
 from index_format.reader import IndexReader
 
@@ -59,6 +60,7 @@ class BuildOptions:
     kinds_for_auto: tuple[str, ...] = ("pruned", "flat", "hnsw", "ivf", "ivfpq")
     tune_budget: float = DEFAULT_TUNE_BUDGET
     train_sample: int | None = None
+    query_sets: QuerySets = ()  # several --queries files: (name, count) of each, in the concatenated queries' order
 
 
 @dataclass
@@ -297,6 +299,9 @@ def _build_into(
     manifest.tuning["peak_rss_bytes"] = memory.peak_rss_bytes()
     manifest.build_seconds = round(clock() - started, 2)
     (staging / layout.MANIFEST).write_text(manifest.to_json())
+    if split.set_names:  # measured on the staged version as it will be served
+        manifest.tuning["query_sets"] = per_set_recall(staging, split, truth_heldout, k)
+        (staging / layout.MANIFEST).write_text(manifest.to_json())
     return manifest
 
 
@@ -337,6 +342,8 @@ def write_row_files(staging: Path, embeddings: Embeddings, order: I64, norms: F3
 
 
 def _query_split(vectors: F32, queries: F32 | None, options: BuildOptions) -> tuning.QuerySplit:
+    if queries is not None and len(options.query_sets) > 1:
+        return split_sets(queries, options.query_sets, options.seed, options.max_tune_queries)
     if queries is not None and queries.shape[0] >= 2:
         tune, heldout = tuning.split_queries(queries, options.seed, options.max_tune_queries)
         return tuning.QuerySplit(tune, heldout, "file")

@@ -30,7 +30,10 @@ TRUTH_BLOCK_SCORES = 1 << 24  # query × row scores per block of the exact top-k
 class QuerySplit:
     tune: F32
     heldout: F32
-    source: str  # "file:<name>" or "sampled-items"
+    source: str  # "file:<name>" or "sampled-items" (or "files:<a>,<b>" for several sets)
+    tune_sets: I64 | None = None  # several query sets (index_builder/query_sets.py): the set of each query
+    heldout_sets: I64 | None = None
+    set_names: tuple[str, ...] = ()
 
 
 def split_queries(queries: F32, seed: int, cap: int = 1000) -> tuple[F32, F32]:
@@ -134,6 +137,13 @@ def lower_bound(recalls: npt.NDArray[np.float64], z: float = CONFIDENCE_Z) -> fl
     return float(recalls.mean() - z * recalls.std(ddof=1) / np.sqrt(recalls.size))
 
 
+def reaches_target(recalls: npt.NDArray[np.float64], sets: I64 | None, target: float) -> bool:
+    """Whether the lower bound reaches the target: of the whole sample, or of every query set when there are several."""
+    if sets is None:
+        return lower_bound(recalls) >= target
+    return all(lower_bound(recalls[sets == label]) >= target for label in np.unique(sets))
+
+
 def single_query_qps(
     reader: IndexReader,
     xq: F32,
@@ -231,7 +241,7 @@ def sweep(
         outcome.measured += 1
         if on_point is not None:
             on_point(min(outcome.measured, outcome.planned), outcome.planned)
-        return point, lower_bound(tune_recalls) >= target
+        return point, reaches_target(tune_recalls, split.tune_sets, target)
 
     def out_of_time() -> bool:
         if limits.clock() >= limits.deadline:

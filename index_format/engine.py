@@ -10,13 +10,13 @@ rows qualify.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from index_format.filters import FilterTable
-from index_format.plan import NO_ROWS, SearchPlan, SearchPolicy, plan_search
+from index_format.plan import NO_ROWS, ParamsKey, SearchPlan, SearchPolicy, plan_search
 from index_format.query import Query
 from index_format.reader import IndexReader
 
@@ -30,6 +30,16 @@ class Hits:
     scores: F32
 
 
+class Effort:
+    """The ANN parameters plans start from: None for the manifest's, else the raised ones the service's live recall
+    check put in force (api/effort.py). Replaced as a whole (one reference assignment), read once per plan."""
+
+    __slots__ = ("params",)
+
+    def __init__(self, params: ParamsKey | None = None) -> None:
+        self.params = params
+
+
 @dataclass(frozen=True)
 class SearchIndex:
     """One index version with its filter table and the policy its plans are made with (both built once per load)."""
@@ -37,6 +47,7 @@ class SearchIndex:
     reader: IndexReader
     filters: FilterTable
     policy: SearchPolicy
+    effort: Effort = field(default_factory=Effort)
 
     @classmethod
     def of(cls, reader: IndexReader, policy: SearchPolicy) -> SearchIndex:
@@ -61,6 +72,7 @@ class SearchIndex:
             allowed=self.allowed_rows(query),
             excluded=self.excluded_rows(query.exclude),
             params=query.params,
+            defaults=self.effort.params,
         )
 
     def search(self, queries: Sequence[Query], plans: Sequence[SearchPlan] | None = None) -> list[Hits]:

@@ -107,9 +107,12 @@ def plan_search(
     allowed: I64 | None = None,
     excluded: I64 = NO_ROWS,
     params: ParamsKey = (),
+    defaults: ParamsKey | None = None,
 ) -> SearchPlan:
     """The plan of one query. allowed: ascending rows of a filter; excluded: unique rows to leave out; params: the
-    request's own search parameters (validated), which win over the index defaults and any raised effort."""
+    request's own search parameters (validated), which win over the index defaults and any raised effort;
+    defaults: the ANN parameters in force (the manifest's unless the service raised them, api/effort.py)."""
+    base = reader.default_params_key if defaults is None else defaults
     available = reader.count if allowed is None else int(allowed.size)
     fetch = min(k + int(excluded.size), available)
     filtered = allowed is not None
@@ -122,9 +125,9 @@ def plan_search(
         kind = "exact" if exact or reader.family == "flat" else "filtered"
         return SearchPlan(method, k, fetch, allowed, excluded, (), inline, kind)
     if allowed is None:
-        effective = reader.default_params_key if not params else merged_params(reader.default_params_key, params)
+        effective = base if not params else merged_params(base, params)
         return SearchPlan(Method.ANN, k, fetch, None, excluded, effective, True, "ann")
-    raised = raised_effort(dict(reader.default_params_key), available / reader.count, policy.param_limits)
+    raised = raised_effort(dict(base), available / reader.count, policy.param_limits)
     effective = merged_params(tuple(sorted(raised.items())), params)
     return SearchPlan(Method.ANN, k, fetch, allowed, excluded, effective, False, "filtered")
 

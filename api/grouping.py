@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from api.errors import ApiError, Problem, problem
 from api.index_state import LoadedIndex
-from api.schemas import GROUP_FIELDS, RequestRules, SearchRequest, parse_batch, parse_infer
+from api.schemas import GROUP_FIELDS, OPTION_FIELDS, RequestRules, SearchRequest, parse_batch, parse_infer
 from api.service import Recommendation, recommend
 from api.settings import Settings
 from index_format.grouped_scan import Group, grouped_scan, select_groups
@@ -136,6 +136,9 @@ def _group_spec(raw: Any, loc: list[str | int], rules: RequestRules, problems: l
     if "k" in raw:
         message = "k does not apply with group_by: use group_size (products per category) and groups (categories)"
         problems.append(problem([*loc, "k"], message, "extra_field"))
+    for key in OPTION_FIELDS:
+        if key in raw:
+            problems.append(problem([*loc, key], f"{key} does not apply with group_by", "extra_field"))
     field_name = raw.get("group_by")
     choices = ", ".join(sorted(rules.metadata)) or "none"
     if "group_by" not in raw:
@@ -182,7 +185,7 @@ class GroupPlan:
 
 def plan_grouped(loaded: LoadedIndex, request: SearchRequest, spec: GroupSpec, tuning: GroupTuning) -> GroupPlan:
     engine = loaded.engine
-    allowed = engine.allowed_rows(request)
+    allowed = engine.visible_rows(request)  # hidden rows are never grouped
     excluded = engine.excluded_rows(request.exclude)
     exact = grouped_scan_is_exact(engine.reader, engine.policy, request.exact, allowed, tuning.exact_budget)
     if exact or (allowed is not None and allowed.size == 0):

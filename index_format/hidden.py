@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from index_format.reader import IndexReader
 
 I64 = npt.NDArray[np.int64]
+VISIBLE_CACHE_SIZE = 256  # as FilterTable.CACHE_SIZE
 Bool = npt.NDArray[np.bool_]
 
 
@@ -55,16 +56,27 @@ class HiddenRows:
         self._bitmap = np.packbits(~self.mask, bitorder="little")
         self.selector: Any = faiss.IDSelectorBitmap(total, faiss.swig_ptr(self._bitmap)) if self.count else None
         self.search_params: dict[object, tuple[Any, list[Any]]] = {}  # per effective params (reader._approximate)
+        self._visible_of: dict[int, tuple[I64, I64]] = {}  # id(filter rows) -> (filter rows, their visible rows)
 
     @property
     def visible_fraction(self) -> float:
         return (self.total - self.count) / self.total if self.total else 1.0
 
     def visible_of(self, allowed: I64) -> I64:
-        """The rows of a filter (ascending) that are not hidden."""
+        """The rows of a filter (ascending) that are not hidden. Kept for the filter tables' cached (read-only) row
+        arrays, so requests with the same filter get the same array and a /batch still searches them together."""
         if not self.count or allowed.size == 0:
             return allowed
-        return allowed[~self.mask[allowed]]
+        cached = self._visible_of.get(id(allowed))
+        if cached is not None and cached[0] is allowed:
+            return cached[1]
+        visible = allowed[~self.mask[allowed]]
+        if not allowed.flags.writeable:  # a cached filter's rows: the same array comes back for the same filter
+            visible.flags.writeable = False
+            if len(self._visible_of) >= VISIBLE_CACHE_SIZE:
+                self._visible_of.pop(next(iter(self._visible_of)))
+            self._visible_of[id(allowed)] = (allowed, visible)
+        return visible
 
 
 def read_hidden_rows(reader: IndexReader, root: Path, replaced: I64 | None = None) -> HiddenRows:

@@ -243,3 +243,22 @@ def test_plans_leave_hidden_rows_out(hnsw_root: Path) -> None:
     allowed = np.arange(100, dtype=np.int64)
     plan = plan_search(reader, DEFAULT_POLICY, 10, allowed=allowed, hidden=many)
     assert plan.allowed is not None and np.array_equal(plan.allowed, np.arange(1, 100, 2))
+
+
+def test_a_batch_with_hidden_products_still_searches_equal_filters_together(
+    client: TestClient, str_catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hide(client, [str_catalogue.id_of(r) for r in range(0, 3000, 10)])  # 300 hidden: a filter loses its hidden rows
+    calls: list[int] = []
+    original = IndexReader.execute
+
+    def counting(self: IndexReader, plan: Any, xq: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(int(xq.shape[0]))
+        return original(self, plan, xq, *args, **kwargs)
+
+    monkeypatch.setattr(IndexReader, "execute", counting)
+    drinks = {"category": ["drinks"]}
+    items = [request_body(f"u{i}", str_catalogue.test_queries[i], k=5, filter=drinks) for i in range(12)]
+    response = client.post("/batch", json=items)
+    assert response.status_code == 200
+    assert calls == [12]

@@ -48,6 +48,7 @@ class HiddenItems:
     def __init__(self, holder: IndexHolder, settings: Settings, metrics: Metrics) -> None:
         self.holder = holder
         self.root = Path(settings.index_root)
+        self.max_body_bytes = settings.max_body_bytes
         self.metrics = metrics
 
     def refresh(self, force: bool = False) -> bool:
@@ -94,7 +95,7 @@ class HiddenItems:
 
     async def _change(self, request: Request, hide: bool) -> Response:
         loaded = self.holder.serving()
-        ids = parse_ids(await read_json(request, 16 * 2**20), loaded.rules.id_type)
+        ids = parse_ids(await read_json(request, self.max_body_bytes), loaded.rules.id_type)
         try:
             state = await run_in_threadpool(availability.change, self.root, ids if hide else (), () if hide else ids)
         except availability.AvailabilityError as exc:

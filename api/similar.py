@@ -238,18 +238,28 @@ def _as_cosine(reader: IndexReader, q: F32, answer: list[Recommendation]) -> lis
 
 
 def exact_cosine(loaded: LoadedIndex, search: SearchRequest, stored: StoredVectors) -> list[Recommendation]:
-    """Top-k by cosine over every (allowed) row, excluded ids left out; ties: larger norm (lower row) first."""
-    reader = loaded.reader
-    allowed = loaded.engine.visible_rows(search)
+    """Top-k by cosine over every (allowed) row, and the delta segment's, excluded ids left out; ties: larger norm
+    (lower row) first."""
+    reader, engine = loaded.reader, loaded.engine
+    allowed = engine.visible_rows(search)
     rows = np.arange(reader.count, dtype=np.int64) if allowed is None else allowed
-    if rows.size == 0:
-        return []
     q = search.vector
-    ip = stored.scores(q, allowed)
-    scale = float(np.linalg.norm(q)) * np.asarray(reader.norms)[rows]
-    cosines = np.divide(ip, scale, out=np.zeros(rows.size, np.float32), where=scale > 0).astype(np.float32)
-    excluded = reader.rows_of_ids(list(search.exclude))
-    cosines[np.isin(rows, excluded[excluded >= 0])] = -np.inf
+    q_norm = float(np.linalg.norm(q))
+    cosines = np.empty(0, np.float32)
+    if rows.size:
+        ip = stored.scores(q, allowed)
+        scale = q_norm * np.asarray(reader.norms)[rows]
+        cosines = np.divide(ip, scale, out=np.zeros(rows.size, np.float32), where=scale > 0).astype(np.float32)
+        excluded = reader.rows_of_ids(list(search.exclude))
+        cosines[np.isin(rows, excluded[excluded >= 0])] = -np.inf
+    delta_rows = engine.delta_rows(search)
+    if engine.delta is not None and delta_rows is not None and delta_rows.size:
+        delta = engine.delta
+        scale = q_norm * np.asarray(delta.norms)[delta_rows]
+        ip = np.asarray(delta.vectors)[delta_rows] @ q
+        extra = np.divide(ip, scale, out=np.zeros(delta_rows.size, np.float32), where=scale > 0)
+        rows = np.concatenate([rows, delta_rows + delta.base])
+        cosines = np.concatenate([cosines, extra.astype(np.float32)])
     k = min(search.k, int(np.count_nonzero(cosines > -np.inf)))
     if k == 0:
         return []
@@ -257,7 +267,7 @@ def exact_cosine(loaded: LoadedIndex, search: SearchRequest, stored: StoredVecto
     kth = cosines[top].min()
     tied = np.flatnonzero(cosines >= kth)  # every tie at the cut, so the lower rows win it
     order = tied[np.lexsort((tied, -cosines[tied]))][:k]
-    ids = reader.external_ids(rows[order])
+    ids = engine.external_ids(rows[order])
     if search.with_metadata:
-        return with_metadata_of(loaded.engine, rows[order], ids, cosines[order])
+        return with_metadata_of(engine, rows[order], ids, cosines[order])
     return [{"id": id_, "score": score} for id_, score in zip(ids, cosines[order], strict=True)]

@@ -221,3 +221,21 @@ def test_similar_to_an_added_or_replaced_product_uses_its_delta_vector(
         np.testing.assert_allclose([h["score"] for h in got], true, rtol=TIE_RTOL, atol=1e-5)
         assert product not in {h["id"] for h in got}
     assert client.post("/similar", json={"id": 12345}).status_code == 404
+
+
+def test_exact_cosine_similar_products_include_the_delta(
+    client_factory: ClientFactory, added: tuple[Path, Catalogue, list[Any], list[Any]]
+) -> None:
+    root, after, new_ids, _ = added
+    client = client_factory(root)
+    vectors = after.vectors.astype(np.float64)
+    norms = np.linalg.norm(vectors, axis=1)
+    for product in (new_ids[3], after.id_of(10)):
+        row = after.row_of[product]
+        cosines = vectors @ vectors[row] / (norms * norms[row])
+        cosines[row] = -np.inf
+        true = np.sort(cosines)[::-1][:10]
+        response = client.post("/similar", json={"id": product, "k": 10, "metric": "cosine"})
+        assert response.status_code == 200, response.text
+        got = response.json()["recommendations"]
+        np.testing.assert_allclose([h["score"] for h in got], true, rtol=TIE_RTOL, atol=1e-5)

@@ -239,3 +239,28 @@ def test_exact_cosine_similar_products_include_the_delta(
         assert response.status_code == 200, response.text
         got = response.json()["recommendations"]
         np.testing.assert_allclose([h["score"] for h in got], true, rtol=TIE_RTOL, atol=1e-5)
+
+
+def test_group_by_merges_the_delta_into_every_category(
+    client_factory: ClientFactory, added: tuple[Path, Catalogue, list[Any], list[Any]]
+) -> None:
+    """Per-category top-n over main + delta equals brute force (the new category "fresh" holds only new products)."""
+    root, after, _, _ = added
+    client = client_factory(root)
+    vectors = after.vectors.astype(np.float64)
+    for i in range(0, 40, 8):
+        q = after.test_queries[i]
+        body = request_body("u", q, group_by="category", group_size=3, groups=6)
+        response = client.post("/infer", json=body)
+        assert response.status_code == 200, response.text
+        groups = response.json()["groups"]
+        scores = vectors @ q.astype(np.float64)
+        best: dict[str, np.ndarray] = {}
+        for name in set(after.categories):
+            rows = after.rows_in({name})
+            best[name] = np.sort(scores[rows])[::-1][:3]
+        ranked = sorted(best, key=lambda name: -best[name][0])[:6]
+        assert [g["category"] for g in groups] == ranked
+        for group in groups:
+            got = [h["score"] for h in group["recommendations"]]
+            np.testing.assert_allclose(got, best[group["category"]], rtol=TIE_RTOL, atol=1e-5)

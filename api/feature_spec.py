@@ -8,6 +8,7 @@ from typing import Any
 
 from api.grouping import DEFAULT_GROUP_SIZE, DEFAULT_GROUPS
 from api.index_state import LoadedIndex
+from api.schemas import OPTION_FIELDS
 from api.settings import Settings
 from api.similar import METRICS
 
@@ -98,7 +99,8 @@ def _count(high: int, default: int, description: str) -> dict[str, Any]:
 
 def _similar_request(settings: Settings, infer_request: dict[str, Any]) -> dict[str, Any]:
     shared = {
-        name: copy.deepcopy(infer_request["properties"][name]) for name in ("k", "exact", "filter", "exclude", "params")
+        name: copy.deepcopy(infer_request["properties"][name])
+        for name in ("k", "exact", "filter", "exclude", "params", *OPTION_FIELDS)
     }
     return {
         "type": "object",

@@ -21,7 +21,7 @@ Results in benchmarks/results/group_by.json and api/README_API.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from api.errors import ApiError, Problem, problem
 from api.index_state import LoadedIndex
-from api.schemas import GROUP_FIELDS, RequestRules, SearchRequest, parse_batch, parse_infer
+from api.schemas import GROUP_FIELDS, OPTION_FIELDS, RequestRules, SearchRequest, parse_batch, parse_infer
 from api.service import Recommendation, recommend
 from api.settings import Settings
 from index_format.grouped_scan import Group, grouped_scan, select_groups
@@ -136,6 +136,9 @@ def _group_spec(raw: Any, loc: list[str | int], rules: RequestRules, problems: l
     if "k" in raw:
         message = "k does not apply with group_by: use group_size (products per category) and groups (categories)"
         problems.append(problem([*loc, "k"], message, "extra_field"))
+    for key in OPTION_FIELDS:
+        if key in raw:
+            problems.append(problem([*loc, key], f"{key} does not apply with group_by", "extra_field"))
     field_name = raw.get("group_by")
     choices = ", ".join(sorted(rules.metadata)) or "none"
     if "group_by" not in raw:
@@ -182,7 +185,7 @@ class GroupPlan:
 
 def plan_grouped(loaded: LoadedIndex, request: SearchRequest, spec: GroupSpec, tuning: GroupTuning) -> GroupPlan:
     engine = loaded.engine
-    allowed = engine.allowed_rows(request)
+    allowed = engine.visible_rows(request)  # hidden rows are never grouped
     excluded = engine.excluded_rows(request.exclude)
     exact = grouped_scan_is_exact(engine.reader, engine.policy, request.exact, allowed, tuning.exact_budget)
     if exact or (allowed is not None and allowed.size == 0):
@@ -209,7 +212,7 @@ def grouped_body(loaded: LoadedIndex, request: SearchRequest, spec: GroupSpec, p
         "name": request.name,
         "group_by": spec.field,
         "groups": [
-            {"category": names[group.code], "recommendations": _recommendations(reader, group)} for group in found
+            {"category": names[group.code], "recommendations": _recommendations(loaded, group)} for group in found
         ],
     }
 
@@ -230,14 +233,43 @@ def batch_bodies(loaded: LoadedIndex, items: list[Item], plans: list[SearchPlan 
 
 
 def search_groups(loaded: LoadedIndex, request: SearchRequest, spec: GroupSpec, plan: GroupPlan) -> list[Group]:
+    delta_rows = loaded.engine.delta_rows(request)
+    with_delta = delta_rows is not None and delta_rows.size > 0
     allowed = plan.allowed
     if allowed is not None and allowed.size == 0:
-        return []
-    if plan.fetch is not None:
-        candidates = _candidate_rows(loaded, request, spec, plan.fetch, plan.tuning, allowed)
-        if candidates is not None:
-            allowed = candidates
-    return exact_groups(loaded.reader, request.vector, spec, allowed, plan.excluded)
+        found: list[Group] = []
+    else:
+        if plan.fetch is not None:
+            candidates = _candidate_rows(loaded, request, spec, plan.fetch, plan.tuning, allowed)
+            if candidates is not None:
+                allowed = candidates
+        # With a delta segment, every category's best main products are merged with the delta's.
+        every = replace(spec, groups=len(loaded.reader.manifest.metadata[spec.field])) if with_delta else spec
+        found = exact_groups(loaded.reader, request.vector, every, allowed, plan.excluded)
+    if not with_delta:
+        return found
+    assert delta_rows is not None
+    return _with_delta_groups(loaded, request.vector, spec, found, delta_rows)
+
+
+def _with_delta_groups(
+    loaded: LoadedIndex, q: F32, spec: GroupSpec, found: list[Group], delta_rows: I64
+) -> list[Group]:
+    """The main index's groups (every category) merged with the delta segment's products (index_format/delta.py),
+    then the best `groups` categories chosen as for the main index alone."""
+    delta = loaded.engine.delta
+    assert delta is not None
+    main_rows = np.concatenate([g.rows for g in found]) if found else np.empty(0, np.int64)
+    main_scores = np.concatenate([g.scores for g in found]) if found else np.empty(0, np.float32)
+    main_codes = np.concatenate([np.full(g.rows.size, g.code) for g in found]) if found else np.empty(0, np.int64)
+    delta_scores = (np.asarray(delta.vectors)[delta_rows] @ q).astype(np.float32)
+    delta_codes = np.asarray(delta.metadata_codes[spec.field])[delta_rows]
+    rows = np.concatenate([main_rows, delta_rows + delta.base])
+    scores = np.concatenate([main_scores, delta_scores]).astype(np.float32)
+    codes = np.concatenate([main_codes, delta_codes]).astype(np.int64)
+    n_codes = len(loaded.reader.manifest.metadata[spec.field])
+    picked = select_groups(scores, codes, spec.group_size, spec.groups, n_codes)
+    return [Group(g.code, g.scores, rows[g.rows]) for g in picked]
 
 
 def exact_groups(reader: IndexReader, q: F32, spec: GroupSpec, allowed: I64 | None, excluded: I64) -> list[Group]:
@@ -287,6 +319,6 @@ def _candidate_rows(
     return candidate
 
 
-def _recommendations(reader: IndexReader, group: Group) -> list[Recommendation]:
-    ids = reader.external_ids(group.rows)
+def _recommendations(loaded: LoadedIndex, group: Group) -> list[Recommendation]:
+    ids = loaded.engine.external_ids(group.rows)
     return [{"id": id_, "score": score} for id_, score in zip(ids, group.scores, strict=True)]

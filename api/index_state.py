@@ -17,8 +17,11 @@ from api.errors import ApiError
 from api.schemas import RequestRules
 from api.settings import Settings
 from index_format import layout
+from index_format.availability import AvailabilityError
+from index_format.delta import DeltaSegment
 from index_format.engine import SearchIndex
 from index_format.filters import FilterTable
+from index_format.hidden import read_hidden_rows
 from index_format.plan import INLINE_WORK, SearchPolicy
 from index_format.reader import IndexReader
 
@@ -49,6 +52,21 @@ class LoadedIndex:
     def policy(self) -> SearchPolicy:
         return self.engine.policy
 
+    def hidden_summary(self) -> dict[str, int]:
+        """Hidden items (api/hidden_items.py): rows hidden in this version, ids the availability file lists (some
+        may not be in this version) and the file's generation."""
+        hidden = self.engine.hidden
+        if hidden is None:
+            return {"items": 0, "ids_listed": 0, "generation": 0}
+        return {"items": hidden.by_file, "ids_listed": hidden.listed, "generation": hidden.generation}
+
+    def delta_summary(self) -> dict[str, Any]:
+        """Products added by `index-builder add` since the full build (index_format/delta.py)."""
+        delta = self.engine.delta
+        if delta is None:
+            return {"items": 0, "replaced": 0}
+        return {"items": delta.count, "replaced": int(delta.replaced.size), **self.reader.manifest.delta}
+
     def describe(self, settings: Settings) -> dict[str, Any]:
         """The body of GET /index."""
         manifest = self.reader.manifest
@@ -78,8 +96,11 @@ class LoadedIndex:
                 "max_batch": settings.max_batch,
                 "max_body_bytes": settings.max_body_bytes,
                 "max_exclude": settings.max_exclude,
+                "max_window": settings.max_window,
             },
             "warm_seconds": round(self.warm_seconds, 3),
+            "hidden": self.hidden_summary(),
+            "delta": self.delta_summary(),
         }
 
 
@@ -121,8 +142,14 @@ def load_index(settings: Settings, version_dir: Path | None = None) -> LoadedInd
         family=reader.family,
         max_k=settings.max_k,
         max_exclude=settings.max_exclude,
+        max_window=settings.max_window,
     )
-    engine = SearchIndex.of(reader, search_policy(settings, rules.param_limits))
+    delta = DeltaSegment.open(version_dir, reader.manifest)
+    try:
+        hidden = read_hidden_rows(reader, settings.index_root, delta.replaced if delta is not None else None)
+    except AvailabilityError as exc:
+        raise layout.FormatError(f"cannot apply the hidden items: {exc}") from exc
+    engine = SearchIndex.of(reader, search_policy(settings, rules.param_limits), hidden, delta)
     directory = state_dir(settings.recall_state_dir, settings.index_root)
     apply_saved(engine, directory, settings.recall_max_effort_factor, rules.param_limits)  # raised by live recall
     LOG.info(

@@ -99,6 +99,12 @@ class Metrics:
         self.index_items = Gauge(
             "recsys_index_items", "Items in the served index", multiprocess_mode="liveall", registry=r
         )
+        self.hidden_items = Gauge(
+            "recsys_hidden_items",
+            "Rows of the served index hidden by ROOT/availability.json",
+            multiprocess_mode="liveall",
+            registry=r,
+        )
         self.retired = Gauge(
             "recsys_index_retired_versions",
             "Replaced index versions still referenced (by requests in flight); 0 once their mappings are released",
@@ -183,6 +189,7 @@ class Metrics:
             self.index_info.labels(self._served_version).set(0)
         self.index_info.labels(loaded.version).set(1)
         self.index_items.set(loaded.reader.count)
+        self.hidden_items.set(loaded.engine.hidden.by_file if loaded.engine.hidden is not None else 0)
         self._served_version = loaded.version
 
     # ---- exporting -----------------------------------------------------------------------------------------

@@ -82,6 +82,24 @@ def openapi_spec(settings: Settings, loaded: LoadedIndex | None) -> dict[str, An
                 "properties": params_props,
                 "description": "Per-request search effort for approximate indexes (see GET /index).",
             },
+            "offset": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": settings.max_window - 1,
+                "default": 0,
+                "description": f"Paging: skip this many best results first; offset + k is at most "
+                f"{settings.max_window}.",
+            },
+            "score_threshold": {
+                "type": "number",
+                "description": "Return only products scoring at least this (fewer than k, possibly none).",
+            },
+            "with_metadata": {
+                "type": "boolean",
+                "default": False,
+                "description": "Each result carries `metadata`: the product's metadata fields (see GET /index "
+                "`filter_fields`), null where it has no value.",
+            },
         },
     }
     problem = {
@@ -98,7 +116,15 @@ def openapi_spec(settings: Settings, loaded: LoadedIndex | None) -> dict[str, An
         "Recommendation": {
             "type": "object",
             "required": ["id", "score"],
-            "properties": {"id": {"type": ["string", "integer"]}, "score": {"type": "number"}},
+            "properties": {
+                "id": {"type": ["string", "integer"]},
+                "score": {"type": "number"},
+                "metadata": {
+                    "type": "object",
+                    "additionalProperties": {"type": ["string", "null"]},
+                    "description": "Only with `with_metadata: true`.",
+                },
+            },
         },
         "InferResponse": {
             "type": "object",

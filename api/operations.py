@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 
 from api.access import AccessMiddleware
 from api.auth import AuthMiddleware, key_sets
+from api.hidden_items import HiddenItems
 from api.hot_swap import Reloader
 from api.index_state import IndexHolder, load_index
 from api.limits import LimitsMiddleware
@@ -38,11 +39,14 @@ class Operations:
         self.users, self.admins = key_sets(settings)
         self.reloader = Reloader(holder, settings, self.metrics, load_index)
         self.poller: asyncio.Task[None] | None = None
+        self.hidden = HiddenItems(holder, settings, self.metrics)
+        self.hidden_poller: asyncio.Task[None] | None = None
 
     def routes(self) -> list[Route]:
         return [
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
             Route("/admin/reload", self.reload_endpoint, methods=["POST"]),
+            *self.hidden.routes(),
         ]
 
     def wrap(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> ASGIApp:
@@ -60,12 +64,14 @@ class Operations:
             self.metrics.serving(self.holder.current)
         if self.settings.reload_interval > 0:
             self.poller = asyncio.create_task(self.reloader.poll(self.settings.reload_interval))
+        self.hidden_poller = asyncio.create_task(self.hidden.poll())
 
     async def stopping(self) -> None:
-        if self.poller is not None:
-            self.poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.poller
+        for task in (self.poller, self.hidden_poller):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.metrics.worker_exiting()
 
     async def metrics_endpoint(self, request: Request) -> Response:

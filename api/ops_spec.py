@@ -74,4 +74,48 @@ def ops_paths() -> dict[str, Any]:
                 },
             }
         },
+        **{f"/admin/items/{action}": _items_path(action) for action in ("hide", "restore")},
+    }
+
+
+def _items_path(action: str) -> dict[str, Any]:
+    """POST /admin/items/hide and /admin/items/restore (api/hidden_items.py)."""
+    what = (
+        "Hide products from every search (infer, batch, similar, group_by) without a rebuild"
+        if action == "hide"
+        else "Restore hidden products"
+    )
+    body = {
+        "type": "object",
+        "required": ["ids"],
+        "additionalProperties": False,
+        "properties": {"ids": {"type": "array", "items": {"type": ["string", "integer"]}, "maxItems": 100_000}},
+    }
+    answer = {
+        "type": "object",
+        "properties": {
+            "action": {"type": "string"},
+            "ids": {"type": "integer"},
+            "not_in_index": {"type": "integer", "description": "Ids the served version does not hold (kept)."},
+            "generation": {"type": "integer", "description": "Counts up with every change of the hidden set."},
+            "hidden": {"type": "object", "description": "As in GET /index `hidden`."},
+        },
+    }
+    return {
+        "post": {
+            "summary": f"{what}: this worker applies it before answering, the others within 0.5 s; it outlives "
+            "swaps and restarts (ROOT/availability.json)",
+            "operationId": f"items_{action}",
+            "security": ADMIN_SECURITY,
+            "requestBody": {"required": True, "content": {JSON: {"schema": body}}},
+            "responses": {
+                "200": {"description": "Applied.", "content": {JSON: {"schema": answer}}},
+                "401": _error(401),
+                "403": _error(403),
+                "422": {
+                    "description": "Not a list of ids of the index's id type.",
+                    "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
+                },
+            },
+        }
     }

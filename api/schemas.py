@@ -22,8 +22,9 @@ from index_format.query import FilterKey, Query
 
 F32 = npt.NDArray[np.float32]
 
+OPTION_FIELDS = ("offset", "score_threshold", "with_metadata")  # paging and result options (full validation path)
 MAX_ELEMENT_PROBLEMS = 10  # per vector; a summary entry counts the rest
-FIELDS = ("name", "vector", "k", "exact", "filter", "exclude", "params")
+FIELDS = ("name", "vector", "k", "exact", "filter", "exclude", "params", *OPTION_FIELDS)
 KNOWN_FIELDS = frozenset(FIELDS)
 GROUP_FIELDS = ("group_by", "group_size", "groups")  # also accepted by /infer and /batch (api/grouping.py)
 
@@ -40,6 +41,7 @@ class RequestRules:
     max_k: int
     max_exclude: int
     default_k: int = 10
+    max_window: int = 1000  # offset + k at most this (a page deep in the ranking costs a fetch of offset + k)
 
 
 @dataclass(frozen=True)
@@ -111,10 +113,20 @@ def _parse_item(raw: Any, loc: list[str | int], rules: RequestRules, problems: l
     filter_key = _filter(raw.get("filter"), [*loc, "filter"], rules, problems)
     exclude = _exclude(raw.get("exclude"), [*loc, "exclude"], rules, problems)
     params = _params(raw.get("params"), [*loc, "params"], rules, problems)
+    offset, threshold, with_metadata = _options(raw, loc, k, rules, problems)
     if len(problems) > before or vector is None or name is None or k is None:
         return None
     return SearchRequest(
-        vector=vector, k=k, exact=bool(exact), filter=filter_key, exclude=exclude, params=params, name=name
+        vector=vector,
+        k=k,
+        exact=bool(exact),
+        filter=filter_key,
+        exclude=exclude,
+        params=params,
+        offset=offset,
+        score_threshold=threshold,
+        with_metadata=with_metadata,
+        name=name,
     )
 
 
@@ -301,3 +313,33 @@ def _params(raw: Any, loc: list[str | int], rules: RequestRules, problems: list[
         if checked is not None:
             out.append((param_name, checked))
     return tuple(sorted(out))
+
+
+def _options(
+    raw: dict[str, Any], loc: list[str | int], k: int | None, rules: RequestRules, problems: list[Problem]
+) -> tuple[int, float | None, bool]:
+    """offset (0 up to max_window - k), score_threshold (a finite number) and with_metadata (a boolean)."""
+    offset = 0
+    value = raw.get("offset", 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        problems.append(problem([*loc, "offset"], f"expected an integer, got {_kind(value)}", "type_error"))
+    elif value < 0 or value + (k or 1) > rules.max_window:
+        message = f"must be at least 0 with offset + k at most {rules.max_window}, got offset {value} and k {k}"
+        problems.append(problem([*loc, "offset"], message, "value_error"))
+    else:
+        offset = value
+    threshold: float | None = None
+    if raw.get("score_threshold") is not None:
+        value = raw["score_threshold"]
+        trouble = _number_problem(value)
+        if trouble is not None:
+            kind = "type_error" if trouble.startswith("expected") else "value_error"
+            problems.append(problem([*loc, "score_threshold"], trouble, kind))
+        else:
+            threshold = float(value)
+    with_metadata = raw.get("with_metadata", False)
+    if not isinstance(with_metadata, bool):
+        message = f"expected true or false, got {_kind(with_metadata)}"
+        problems.append(problem([*loc, "with_metadata"], message, "type_error"))
+        with_metadata = False
+    return offset, threshold, with_metadata

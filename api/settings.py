@@ -95,6 +95,7 @@ class Settings:
     max_batch: int = setting(_int_in(1, 1_000_000), 1000)
     max_body_bytes: int = setting(_int_in(1024, 2**31), 16 * 2**20)
     max_exclude: int = setting(_int_in(0, 1_000_000), 1000)
+    max_window: int = setting(_int_in(1, 1_000_000), 1000)  # offset + k at most this (paging depth)
     max_ef_search: int = setting(_int_in(1, 1_000_000), 2048)
     max_nprobe: int = setting(_int_in(1, 1_000_000), 1024)
     max_k_factor: int = setting(_int_in(1, 10_000), 64)

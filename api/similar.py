@@ -22,15 +22,15 @@ import numpy.typing as npt
 
 from api.errors import ApiError, Problem, problem
 from api.index_state import LoadedIndex
-from api.schemas import RequestRules, SearchRequest, parse_batch, parse_infer, valid_text
-from api.service import Recommendation, recommend
+from api.schemas import OPTION_FIELDS, RequestRules, SearchRequest, parse_batch, parse_infer, valid_text
+from api.service import Recommendation, recommend, with_metadata_of
 from index_format.reader import IndexReader
 from index_format.stored import StoredVectors, Unavailable
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
-FIELDS = ("id", "k", "metric", "exact", "filter", "exclude", "params")
+FIELDS = ("id", "k", "metric", "exact", "filter", "exclude", "params", *OPTION_FIELDS)
 METRICS = ("ip", "cosine")
 EQUAL_NORMS_RTOL = 1e-5  # the tie tolerance of float32 scores used throughout the tests
 
@@ -136,21 +136,9 @@ def similar_bodies(
 ) -> list[dict[str, Any]]:
     """Responses in request order; 404 listing every unknown id, 501 when the index keeps no exact vectors."""
     reader = loaded.reader
-    rows = reader.rows_of_ids([request.id for request in requests])
-    unknown = [
-        problem([position, "id"] if batch else ["id"], f"unknown product id {request.id!r}", "not_found")
-        for position, (request, row) in enumerate(zip(requests, rows.tolist(), strict=True))
-        if row < 0
-    ]
-    if unknown:
-        raise ApiError(404, unknown)
-    try:
-        vectors = stored.of_rows(rows)
-    except Unavailable as error:
-        raise ApiError(501, str(error)) from None
+    vectors = _product_vectors(loaded, requests, stored, batch)
     searches = [
-        replace(request.search, vector=vectors[i], exclude=(*request.search.exclude, request.id))
-        for i, request in enumerate(requests)
+        _similar_search(request.search, vectors[i], request.id, request.metric) for i, request in enumerate(requests)
     ]
     equal_norms = _equal_norms(reader)
     via_index = [i for i, request in enumerate(requests) if request.metric == "ip" or equal_norms]
@@ -164,10 +152,66 @@ def similar_bodies(
             answers[i] = _as_cosine(reader, searches[i].vector, answers[i])
         else:
             answers[i] = exact_cosine(loaded, searches[i], stored)
+        answers[i] = _page(answers[i], request.search)
     return [
         {"id": request.id, "metric": request.metric, "recommendations": answer}
         for request, answer in zip(requests, answers, strict=True)
     ]
+
+
+def _product_vectors(loaded: LoadedIndex, requests: list[SimilarRequest], stored: StoredVectors, batch: bool) -> F32:
+    """Each requested product's current vector: from the delta segment when it holds the id (added or replaced by
+    `index-builder add`), else the main index. 404 listing every unknown id, then every hidden one; 501 when the
+    index keeps no exact vectors."""
+    engine = loaded.engine
+    ids = [request.id for request in requests]
+    rows = loaded.reader.rows_of_ids(ids)
+    delta = engine.delta
+    in_delta = delta.local_rows_of_ids(ids) if delta is not None else np.full(len(ids), -1, dtype=np.int64)
+    visible_delta = engine.delta_visible if engine.delta_visible is not None else np.empty(0, dtype=np.int64)
+    unknown: list[Problem] = []
+    hidden: list[Problem] = []
+    for position, product in enumerate(ids):
+        where: list[str | int] = [position, "id"] if batch else ["id"]
+        if in_delta[position] >= 0:
+            if not np.isin(in_delta[position], visible_delta):
+                hidden.append(
+                    problem(where, f"product id {product!r} is hidden (withdrawn until restored)", "not_found")
+                )
+        elif rows[position] < 0:
+            unknown.append(problem(where, f"unknown product id {product!r}", "not_found"))
+        elif engine.is_hidden(rows[position : position + 1])[0]:
+            hidden.append(problem(where, f"product id {product!r} is hidden (withdrawn until restored)", "not_found"))
+    if unknown or hidden:
+        raise ApiError(404, unknown or hidden)
+    vectors = np.empty((len(ids), loaded.reader.dim), dtype=np.float32)
+    main = in_delta < 0
+    try:
+        if main.any():
+            vectors[main] = stored.of_rows(rows[main])
+    except Unavailable as error:
+        raise ApiError(501, str(error)) from None
+    if delta is not None and not main.all():
+        vectors[~main] = delta.vectors[in_delta[~main]]
+    return vectors
+
+
+def _similar_search(search: SearchRequest, vector: F32, product: int | str, metric: str) -> SearchRequest:
+    """The search of one similar-products request: the product's vector, the product itself excluded. Cosine
+    results are paged and thresholded after rescoring (`_page`), so their search fetches offset + k unpaged."""
+    exclude = (*search.exclude, product)
+    if metric == "cosine":
+        k = search.offset + search.k
+        return replace(search, vector=vector, exclude=exclude, k=k, offset=0, score_threshold=None)
+    return replace(search, vector=vector, exclude=exclude)
+
+
+def _page(answer: list[Recommendation], search: SearchRequest) -> list[Recommendation]:
+    """Cosine results (best first): skip `offset`, keep k, then those scoring at least the threshold."""
+    page = answer[search.offset : search.offset + search.k]
+    if search.score_threshold is None:
+        return page
+    return [hit for hit in page if hit["score"] >= search.score_threshold]
 
 
 def _equal_norms(reader: IndexReader) -> bool:
@@ -190,22 +234,32 @@ def _as_cosine(reader: IndexReader, q: F32, answer: list[Recommendation]) -> lis
         out=np.zeros(len(answer), np.float32),
         where=scale > 0,
     )
-    return [{"id": hit["id"], "score": score} for hit, score in zip(answer, cosines, strict=True)]
+    return [{**hit, "score": score} for hit, score in zip(answer, cosines, strict=True)]
 
 
 def exact_cosine(loaded: LoadedIndex, search: SearchRequest, stored: StoredVectors) -> list[Recommendation]:
-    """Top-k by cosine over every (allowed) row, excluded ids left out; ties: larger norm (lower row) first."""
-    reader = loaded.reader
-    allowed = loaded.filters.allowed_rows(search.filter) if search.filter is not None else None
+    """Top-k by cosine over every (allowed) row, and the delta segment's, excluded ids left out; ties: larger norm
+    (lower row) first."""
+    reader, engine = loaded.reader, loaded.engine
+    allowed = engine.visible_rows(search)
     rows = np.arange(reader.count, dtype=np.int64) if allowed is None else allowed
-    if rows.size == 0:
-        return []
     q = search.vector
-    ip = stored.scores(q, allowed)
-    scale = float(np.linalg.norm(q)) * np.asarray(reader.norms)[rows]
-    cosines = np.divide(ip, scale, out=np.zeros(rows.size, np.float32), where=scale > 0).astype(np.float32)
-    excluded = reader.rows_of_ids(list(search.exclude))
-    cosines[np.isin(rows, excluded[excluded >= 0])] = -np.inf
+    q_norm = float(np.linalg.norm(q))
+    cosines = np.empty(0, np.float32)
+    if rows.size:
+        ip = stored.scores(q, allowed)
+        scale = q_norm * np.asarray(reader.norms)[rows]
+        cosines = np.divide(ip, scale, out=np.zeros(rows.size, np.float32), where=scale > 0).astype(np.float32)
+        excluded = reader.rows_of_ids(list(search.exclude))
+        cosines[np.isin(rows, excluded[excluded >= 0])] = -np.inf
+    delta_rows = engine.delta_rows(search)
+    if engine.delta is not None and delta_rows is not None and delta_rows.size:
+        delta = engine.delta
+        scale = q_norm * np.asarray(delta.norms)[delta_rows]
+        ip = np.asarray(delta.vectors)[delta_rows] @ q
+        extra = np.divide(ip, scale, out=np.zeros(delta_rows.size, np.float32), where=scale > 0)
+        rows = np.concatenate([rows, delta_rows + delta.base])
+        cosines = np.concatenate([cosines, extra.astype(np.float32)])
     k = min(search.k, int(np.count_nonzero(cosines > -np.inf)))
     if k == 0:
         return []
@@ -213,5 +267,7 @@ def exact_cosine(loaded: LoadedIndex, search: SearchRequest, stored: StoredVecto
     kth = cosines[top].min()
     tied = np.flatnonzero(cosines >= kth)  # every tie at the cut, so the lower rows win it
     order = tied[np.lexsort((tied, -cosines[tied]))][:k]
-    ids = reader.external_ids(rows[order])
+    ids = engine.external_ids(rows[order])
+    if search.with_metadata:
+        return with_metadata_of(engine, rows[order], ids, cosines[order])
     return [{"id": id_, "score": score} for id_, score in zip(ids, cosines[order], strict=True)]

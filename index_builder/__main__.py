@@ -1,4 +1,6 @@
-"""index-builder: build | inspect | verify.  Exit codes: 0 ok, 1 verification failed, 2 bad input or usage."""
+"""index-builder: build | inspect | verify | hide | restore | add.
+
+Exit codes: 0 ok, 1 verification failed, 2 bad input or usage."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index_builder import kinds
+from index_builder import availability_cli, delta_add, kinds
 from index_builder.build import DEFAULT_TUNE_BUDGET, TUNING_QUERIES_FILE, BuildOptions, build
 from index_builder.embeddings import InputError
 from index_builder.inputs import load_embeddings
@@ -79,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--tolerance", type=float, default=0.02, help="allowed drop of recall vs the manifest")
     v.add_argument("--queries", type=Path, help="measure recall and QPS on these queries (.npy/.jsonl) instead")
     v.add_argument("--k", type=int, help="k of recall@k with --queries (default: the manifest's)")
+    availability_cli.add_parsers(sub)
+    delta_add.add_parser(sub)
     return parser
 
 
@@ -94,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _build(args)
         if args.command == "inspect":
             return _inspect(args)
+        if args.command in ("hide", "restore"):
+            return availability_cli.run(args)
+        if args.command == "add":
+            return delta_add.run(args)
         return _verify(args)
     except (InputError, PublishError, layout.FormatError) as exc:
         return _fail(str(exc))

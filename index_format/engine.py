@@ -10,12 +10,15 @@ rows qualify.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from index_format.delta import DeltaSegment
 from index_format.filters import FilterTable
+from index_format.hidden import HiddenRows
 from index_format.plan import NO_ROWS, ParamsKey, SearchPlan, SearchPolicy, plan_search
 from index_format.query import Query
 from index_format.reader import IndexReader
@@ -42,19 +45,90 @@ class Effort:
 
 @dataclass(frozen=True)
 class SearchIndex:
-    """One index version with its filter table and the policy its plans are made with (both built once per load)."""
+    """One index version with its filter table and the policy its plans are made with (both built once per load),
+    and the rows hidden (index_format/hidden.py; replaced as a whole when the availability file changes)."""
 
     reader: IndexReader
     filters: FilterTable
     policy: SearchPolicy
-    effort: Effort = field(default_factory=Effort)
+    hidden: HiddenRows | None = None
+    delta: DeltaSegment | None = None  # products added since the full build (index_format/delta.py)
+    delta_visible: I64 | None = None  # ascending delta rows not hidden (None without a delta)
+    effort: Effort = field(default_factory=Effort)  # the ANN parameters in force (api/effort.py)
 
     @classmethod
-    def of(cls, reader: IndexReader, policy: SearchPolicy) -> SearchIndex:
-        return cls(reader, FilterTable(reader.metadata_codes, reader.manifest.metadata), policy)
+    def of(
+        cls,
+        reader: IndexReader,
+        policy: SearchPolicy,
+        hidden: HiddenRows | None = None,
+        delta: DeltaSegment | None = None,
+    ) -> SearchIndex:
+        table = FilterTable(reader.metadata_codes, reader.manifest.metadata)
+        return cls(reader, table, policy, hidden, delta, _delta_visible(delta, hidden))
+
+    def with_hidden(self, hidden: HiddenRows) -> SearchIndex:
+        return replace(self, hidden=hidden, delta_visible=_delta_visible(self.delta, hidden))
+
+    # ---- rows of the version: main rows, then delta rows ----------------------------------------------------
+
+    def external_ids(self, rows: I64) -> list[Any]:
+        delta = self.delta
+        if delta is None or not rows.size or int(rows.max()) < delta.base:
+            return self.reader.external_ids(rows)
+        in_delta = rows >= delta.base
+        out = np.empty(rows.size, dtype=object)
+        out[~in_delta] = self.reader.external_ids(rows[~in_delta])
+        out[in_delta] = delta.external_ids(rows[in_delta] - delta.base)
+        return out.tolist()
+
+    def metadata_codes_of(self, field_name: str, rows: I64) -> list[int]:
+        """The code of `field_name` (an index into manifest.metadata[field_name], -1: none) of each row."""
+        delta = self.delta
+        main = self.reader.metadata_codes[field_name]
+        if delta is None or not rows.size or int(rows.max()) < delta.base:
+            return main[rows].tolist()  # type: ignore[no-any-return]
+        in_delta = rows >= delta.base
+        codes = np.empty(rows.size, dtype=np.int64)
+        codes[~in_delta] = main[rows[~in_delta]]
+        codes[in_delta] = delta.metadata_codes[field_name][rows[in_delta] - delta.base]
+        return codes.tolist()
+
+    def delta_rows(self, query: Query) -> I64 | None:
+        """The delta rows a query may return (filter, exclusions and hidden ids applied); None without a delta."""
+        delta, rows = self.delta, self.delta_visible
+        if delta is None or rows is None:
+            return None
+        if query.filter is not None:
+            for field_name, names in query.filter:
+                code_of = {name: code for code, name in enumerate(self.reader.manifest.metadata[field_name])}
+                codes = np.array([code_of[name] for name in names if name in code_of], dtype=np.int32)
+                rows = rows[np.isin(delta.metadata_codes[field_name][rows], codes)]
+        if query.exclude:
+            excluded = delta.local_rows_of_ids(list(query.exclude))
+            rows = rows[~np.isin(rows, excluded[excluded >= 0])]
+        return rows
+
+    @property
+    def hidden_count(self) -> int:
+        return self.hidden.count if self.hidden is not None else 0
 
     def allowed_rows(self, query: Query) -> I64 | None:
+        """The filter's rows (None: no filter); hidden rows are left out by the plan, see `visible_rows`."""
         return self.filters.allowed_rows(query.filter) if query.filter is not None else None
+
+    def visible_rows(self, query: Query) -> I64 | None:
+        """The rows a query may return: the filter's rows without the hidden ones (None: every row). For searches
+        that are not planned by `plan` (grouped scans, exact cosine)."""
+        allowed = self.allowed_rows(query)
+        if self.hidden is None or not self.hidden.count:
+            return allowed
+        return self.hidden.visible if allowed is None else self.hidden.visible_of(allowed)
+
+    def is_hidden(self, rows: I64) -> npt.NDArray[np.bool_]:
+        if self.hidden is None or not self.hidden.count:
+            return np.zeros(rows.shape, dtype=bool)
+        return self.hidden.mask[rows]
 
     def excluded_rows(self, ids: Sequence[int | str]) -> I64:
         """Unique rows of the ids found in the index (unknown ids are ignored: nothing to exclude)."""
@@ -64,6 +138,12 @@ class SearchIndex:
         return np.unique(rows[rows >= 0])
 
     def plan(self, query: Query) -> SearchPlan:
+        plan = self._main_plan(query)
+        if self.delta is None:
+            return plan
+        return replace(plan, delta_rows=self.delta_rows(query))
+
+    def _main_plan(self, query: Query) -> SearchPlan:
         return plan_search(
             self.reader,
             self.policy,
@@ -72,6 +152,9 @@ class SearchIndex:
             allowed=self.allowed_rows(query),
             excluded=self.excluded_rows(query.exclude),
             params=query.params,
+            offset=query.offset,
+            min_score=query.score_threshold,
+            hidden=self.hidden,
             defaults=self.effort.params,
         )
 
@@ -110,14 +193,43 @@ class SearchIndex:
         # Rows holding padding (-1), found in one pass: faiss pads only a row's tail, so its last column tells.
         padded = (found.rows[:, -1] < 0).tolist() if found.rows.shape[1] else [False] * len(plans)
         out = []
-        for plan, rows, scores, short in zip(plans, found.rows, found.scores, padded, strict=True):
+        for i, (plan, rows, scores, short) in enumerate(zip(plans, found.rows, found.scores, padded, strict=True)):
             if plan.excluded.size or short:
                 keep = rows >= 0
                 if plan.excluded.size:
                     keep &= ~np.isin(rows, plan.excluded)
                 rows, scores = rows[keep], scores[keep]
-            out.append(Hits(rows[: plan.k], scores[: plan.k]))
+            if plan.delta_rows is not None and self.delta is not None:
+                rows, scores = self._with_delta(plan, xq[i], rows, scores)
+            if plan.offset:
+                rows, scores = rows[plan.offset :], scores[plan.offset :]
+            rows, scores = rows[: plan.k], scores[: plan.k]
+            if plan.min_score is not None:  # scores are best first: the qualifying ones are a prefix
+                kept = int(np.count_nonzero(scores >= plan.min_score))
+                rows, scores = rows[:kept], scores[:kept]
+            out.append(Hits(rows, scores))
         return out
+
+    def _with_delta(self, plan: SearchPlan, q: F32, rows: I64, scores: F32) -> tuple[I64, F32]:
+        """Main results merged with the exact top of the delta rows (ties: main rows first)."""
+        assert self.delta is not None and plan.delta_rows is not None
+        d_scores, d_rows = self.delta.search(q, plan.offset + plan.k, plan.delta_rows)
+        if not d_rows.size:
+            return rows, scores
+        all_rows = np.concatenate([rows, d_rows])
+        all_scores = np.concatenate([scores, d_scores])
+        order = np.argsort(-all_scores, kind="stable")
+        return all_rows[order], all_scores[order]
+
+
+def _delta_visible(delta: DeltaSegment | None, hidden: HiddenRows | None) -> I64 | None:
+    if delta is None:
+        return None
+    rows = np.arange(delta.count, dtype=np.int64)
+    if hidden is not None and hidden.ids:
+        found = delta.local_rows_of_ids(list(hidden.ids))
+        rows = rows[~np.isin(rows, found[found >= 0])]
+    return rows
 
 
 EMPTY = Hits(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32))

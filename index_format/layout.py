@@ -66,6 +66,7 @@ class Manifest:
     source: dict[str, str]
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"sha256", "bytes"}
     notes: list[str] = field(default_factory=list)
+    delta: dict[str, Any] = field(default_factory=dict)  # index_format/delta.py: {} for a full build
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
+    from index_format.hidden import HiddenRows
     from index_format.reader import IndexReader
 
 I64 = npt.NDArray[np.int64]
@@ -46,6 +47,7 @@ FILTER_EXACT_FRACTION = 0.1
 FILTER_EXACT_BUDGET = 4_000_000
 GROUP_EXACT_BUDGET = 32_000_000
 INLINE_WORK = 4_000_000
+HIDDEN_EXCLUDE_MAX = 64  # up to this many hidden rows are excluded (fetch widened); beyond, searched around
 
 
 class Method(enum.Enum):
@@ -67,6 +69,7 @@ class SearchPolicy:
     filter_exact_budget: int = FILTER_EXACT_BUDGET
     group_exact_budget: int = GROUP_EXACT_BUDGET
     inline_work: int = INLINE_WORK
+    hidden_exclude_max: int = HIDDEN_EXCLUDE_MAX
     param_limits: Mapping[str, int] = field(default_factory=dict)
 
     def filter_is_exact(self, allowed_rows: int, count: int, dim: int) -> bool:
@@ -86,16 +89,20 @@ class SearchPlan:
     params: ParamsKey  # effective ANN parameters (index defaults, raised for filters, then the request's own)
     inline: bool  # light enough to run on the event loop
     kind: str  # what the metrics count: ann, exact or filtered
+    offset: int = 0  # best results skipped before the k returned (fetch counts them)
+    min_score: float | None = None  # results scoring below this are dropped (never padded back)
+    hidden: HiddenRows | None = None  # ANN without a filter: hidden rows skipped by the index's own selector
+    delta_rows: I64 | None = None  # delta segment rows (index_format/delta.py) also scanned; None: no delta
 
     @property
     def exact(self) -> bool:
         return self.method in EXACT_METHODS
 
     @property
-    def group_key(self) -> tuple[Method, int, ParamsKey]:
+    def group_key(self) -> tuple[Method, int, ParamsKey, int]:
         """Plans with equal keys (same method, same allowed rows, same parameters) are executed together in one
         vectorised search that fetches the most results any of them needs."""
-        return (self.method, id(self.allowed), self.params)
+        return (self.method, id(self.allowed), self.params, id(self.hidden))
 
 
 def plan_search(
@@ -107,29 +114,54 @@ def plan_search(
     allowed: I64 | None = None,
     excluded: I64 = NO_ROWS,
     params: ParamsKey = (),
+    offset: int = 0,
+    min_score: float | None = None,
+    hidden: HiddenRows | None = None,
     defaults: ParamsKey | None = None,
 ) -> SearchPlan:
     """The plan of one query. allowed: ascending rows of a filter; excluded: unique rows to leave out; params: the
-    request's own search parameters (validated), which win over the index defaults and any raised effort;
-    defaults: the ANN parameters in force (the manifest's unless the service raised them, api/effort.py)."""
+    request's own search parameters (validated), which win over the index defaults and any raised effort; offset:
+    best results to skip; min_score: results below it are dropped; defaults: the ANN parameters in force (the
+    manifest's unless the service raised them, api/effort.py).
+
+    hidden (index_format/hidden.py) is left out like a filter, so results keep k rows and recall holds: a filter's
+    rows lose their hidden ones; without a filter, up to `hidden_exclude_max` hidden rows are excluded (fetch grows
+    by their number), more are searched around: exact plans scan the visible rows, ANN plans skip hidden rows
+    through the index's selector with effort raised by 1/(visible fraction), as for a filter."""
     base = reader.default_params_key if defaults is None else defaults
-    available = reader.count if allowed is None else int(allowed.size)
-    fetch = min(k + int(excluded.size), available)
+    skip: HiddenRows | None = None
+    if hidden is not None and hidden.count:
+        if allowed is not None:
+            allowed = hidden.visible_of(allowed)
+        elif hidden.count <= policy.hidden_exclude_max:
+            excluded = np.union1d(excluded, hidden.rows)
+        elif exact or reader.family == "flat":
+            allowed = hidden.visible
+        else:
+            skip = hidden
+    if allowed is not None:
+        available = int(allowed.size)
+    else:
+        available = reader.count - (skip.count if skip is not None else 0)
+    fetch = min(offset + k + int(excluded.size), available) if k > 0 else 0
     filtered = allowed is not None
     if fetch <= 0:
-        return SearchPlan(Method.NOTHING, k, 0, allowed, excluded, (), True, "filtered" if filtered else "ann")
+        kind = "filtered" if filtered else "ann"
+        return SearchPlan(Method.NOTHING, k, 0, allowed, excluded, (), True, kind, offset, min_score)
     if exact or reader.family == "flat" or (filtered and policy.filter_is_exact(available, reader.count, reader.dim)):
         method = exact_method(reader, policy, allowed)
         scanned = reader.count if method is Method.FULL_PROBE else available  # a full probe reads every list
         inline = scanned * reader.dim <= policy.inline_work
         kind = "exact" if exact or reader.family == "flat" else "filtered"
-        return SearchPlan(method, k, fetch, allowed, excluded, (), inline, kind)
+        return SearchPlan(method, k, fetch, allowed, excluded, (), inline, kind, offset, min_score)
     if allowed is None:
+        if skip is not None:
+            base = tuple(sorted(raised_effort(dict(base), skip.visible_fraction, policy.param_limits).items()))
         effective = base if not params else merged_params(base, params)
-        return SearchPlan(Method.ANN, k, fetch, None, excluded, effective, True, "ann")
+        return SearchPlan(Method.ANN, k, fetch, None, excluded, effective, True, "ann", offset, min_score, skip)
     raised = raised_effort(dict(base), available / reader.count, policy.param_limits)
     effective = merged_params(tuple(sorted(raised.items())), params)
-    return SearchPlan(Method.ANN, k, fetch, allowed, excluded, effective, False, "filtered")
+    return SearchPlan(Method.ANN, k, fetch, allowed, excluded, effective, False, "filtered", offset, min_score)
 
 
 def grouped_scan_is_exact(

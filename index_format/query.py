@@ -22,6 +22,9 @@ class Query:
     filter: FilterKey | None = None
     exclude: tuple[int | str, ...] = ()  # external ids
     params: ParamsKey = ()  # validated per-request search parameters, sorted
+    offset: int = 0  # results skipped before the k returned (paging)
+    score_threshold: float | None = None  # only results scoring at least this
+    with_metadata: bool = False  # each result carries its metadata fields
 
 
 def filter_key(filter: dict[str, list[str]] | None) -> FilterKey | None:

@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -19,6 +19,9 @@ import numpy.typing as npt
 from index_format import layout
 from index_format.norm_scan import norm_scan
 from index_format.plan import DEFAULT_POLICY, Method, ParamsKey, SearchPlan, params_key, plan_search
+
+if TYPE_CHECKING:
+    from index_format.hidden import HiddenRows
 
 LOG = logging.getLogger(__name__)
 
@@ -179,6 +182,8 @@ class IndexReader:
             nq = xq.shape[0]
             return SearchResult(np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64))
         if method is Method.ANN:
+            if plan.hidden is not None:
+                return _faiss_search(self.base, xq, k, self._skipping_params(plan.params, plan.hidden))
             return self._approximate(xq, k, plan.params, plan.allowed)
         if method is Method.NORM_SCAN:
             assert self.vectors is not None
@@ -223,6 +228,16 @@ class IndexReader:
             if len(self._plain_params) < PARAMS_CACHE_SIZE:
                 self._plain_params[params] = cached
         return cached
+
+    def _skipping_params(self, params: ParamsKey, hidden: HiddenRows) -> Any:
+        """SearchParameters skipping the hidden rows (their bitmap selector), made once per distinct params and
+        kept with the hidden rows they belong to (at most PARAMS_CACHE_SIZE)."""
+        cached = hidden.search_params.get(params)
+        if cached is None:
+            cached = build_search_params(self.family, dict(params), hidden.selector)
+            if len(hidden.search_params) < PARAMS_CACHE_SIZE:
+                hidden.search_params[params] = cached
+        return cached[0]
 
     def warm(self) -> float:
         """Touch every mapped page (the mapping uses MADV_RANDOM: a cold flat scan can take seconds) and run a few

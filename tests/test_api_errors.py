@@ -159,7 +159,21 @@ def test_unknown_field_lists_every_accepted_field(client: TestClient, body: dict
     assert loc == ["filters"]
     accepted = message.split("allowed: ", 1)[1].split(", ")
     assert sorted(accepted) == sorted(
-        ["name", "vector", "k", "exact", "filter", "exclude", "params", "group_by", "group_size", "groups"]
+        [
+            "name",
+            "vector",
+            "k",
+            "exact",
+            "filter",
+            "exclude",
+            "params",
+            "offset",
+            "score_threshold",
+            "with_metadata",
+            "group_by",
+            "group_size",
+            "groups",
+        ]
     )
     for field in accepted:  # each is really accepted: a body with it is not refused as unknown
         value = {"k": 3, "exact": True, "filter": {}, "exclude": [], "params": {}, "group_size": 2, "groups": 2}

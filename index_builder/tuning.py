@@ -262,11 +262,22 @@ def sweep(
     if reaching:
         best_effort = min(reaching, key=lambda p: _effort(p.params))
         reaching += _fine(families, ordered[1:], best_effort.params, measure, out_of_time)
-    outcome.chosen = max(reaching, key=lambda p: p.qps_single) if reaching else None
+    outcome.chosen = least_effort_fastest(reaching)
     outcome.points.sort(key=lambda p: (_family_of(p.params), _effort(p.params)))
     if on_point is not None:
         on_point(outcome.planned, outcome.planned)
     return outcome
+
+
+def least_effort_fastest(reaching: list[SweepPoint]) -> SweepPoint | None:
+    """Per family the least effort reaching the target (more effort only adds cost: a higher effort measured faster
+    is timing noise), then the fastest of those."""
+    least: dict[tuple[tuple[str, int], ...], SweepPoint] = {}
+    for point in reaching:
+        family = _family_of(point.params)
+        if family not in least or _effort(point.params) < _effort(least[family].params):
+            least[family] = point
+    return max(least.values(), key=lambda p: p.qps_single) if least else None
 
 
 def _fine(

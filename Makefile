@@ -75,6 +75,8 @@ bench: install
 	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.memory --dataset gowalla_als --data-dir $(DATA_DIR) --workers 1,4 --out benchmarks/results
 	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.memory --dataset synthetic --synthetic 3000000,64 --kind pruned --workers 1,4 --out benchmarks/results
 	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.build_report --data-dir $(DATA_DIR) --glove-items $(GLOVE_ITEMS) --synthetic 1000000x128 --out benchmarks/results
+	flock $(BENCH_LOCK) $(BIN)/python -m benchmarks.build_scale --n 1000000 --d 128 --work-dir /tmp/build_scale --out benchmarks/results
+	$(BIN)/python -m benchmarks.build_scale --n 10000000 --d 64 --work-dir /tmp/build_scale --nice 19 --no-eval --out benchmarks/results
 
 bench-smoke: install
 	$(BIN)/pip install --quiet -e '.[dev,bench]'   # without hnswlib/usearch the smoke test skips the references

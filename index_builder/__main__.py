@@ -125,8 +125,9 @@ def _build(args: argparse.Namespace) -> int:
     if args.train_sample is not None and args.train_sample < 1:
         return _fail(f"--train-sample must be ≥ 1, got {args.train_sample}")
     candidates = tuple(name.strip() for name in args.kinds.split(",") if name.strip())
-    if not candidates:
-        return _fail("--kinds needs at least one kind")
+    unknown = [name for name in candidates if name not in kinds.KINDS or name in ("auto", "factory")]
+    if not candidates or unknown:
+        return _fail(f"--kinds takes a comma-separated list of flat, pruned, hnsw, ivf, ivfpq; got {args.kinds!r}")
     progress = Progress(quiet=args.quiet)
     embeddings = load_embeddings(
         args.input,

@@ -14,7 +14,7 @@ from catalogue import brute_force, catalogue, user_queries
 from index_builder import kinds, race
 from index_builder.build import BuildOptions, build
 from index_builder.embeddings import Embeddings
-from index_builder.tuning import bisect_effort, tie_aware_recall
+from index_builder.tuning import bisect_effort, least_effort_fastest, tie_aware_recall
 from index_format import layout
 from index_format.layout import SweepPoint
 from index_format.reader import IndexReader
@@ -258,6 +258,19 @@ def test_effort_is_bisected_between_ladder_points() -> None:
     assert calls == [40, 36, 38]
     assert [point.params["nprobe"] for point, reaches in refined if reaches] == [40, 38]
     assert bisect_effort([(SweepPoint({"nprobe": 1}, 0.0, 0.0, 1.0), True)], measure) == []  # nothing below
+
+
+def test_least_effort_reaching_wins_within_a_family() -> None:
+    """gowalla_als: nprobe 36 was timed faster than 34 (noise) and was published; within a family the least effort
+    reaching the target wins, and across families the fastest."""
+    points = [
+        SweepPoint({"nprobe": 34, "k_factor": 8}, 0.96, 0.96, 4500.0),
+        SweepPoint({"nprobe": 36, "k_factor": 8}, 0.97, 0.97, 5200.0),
+        SweepPoint({"nprobe": 40, "k_factor": 4}, 0.96, 0.96, 4800.0),
+    ]
+    assert least_effort_fastest(points) == points[2]
+    assert least_effort_fastest(points[:2]) == points[0]
+    assert least_effort_fastest([]) is None
 
 
 def test_cached_search_params_are_bounded_and_per_call(built: dict[str, Path], data: dict[str, np.ndarray]) -> None:

@@ -150,6 +150,11 @@ def test_bad_factory_exit_2_one_line(
     assert not os.path.lexists(root / layout.CURRENT_LINK)
 
 
+def test_bad_kinds_exit_2_before_loading(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["build", "/nonexistent.npy", "--out", "/nonexistent", "--kinds", "pruned,bogus"]) == 2
+    assert "--kinds takes" in capsys.readouterr().err
+
+
 def test_stale_staging_directory_removed_and_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     items, _, _ = catalogue(1000, 8, seed=9)
     np.save(tmp_path / "items.npy", items)

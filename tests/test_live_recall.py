@@ -4,6 +4,7 @@ until fresh requests reach the target, a restart keeps it, a swap starts over, a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from api.settings import Settings
 from index_builder.build import BuildOptions, build
 from index_builder.embeddings import Embeddings
 from index_format import layout
+from index_format.query import Query
 
 N, DIM, K = 4000, 24, 10
 TARGET = 0.95
@@ -218,3 +220,19 @@ def test_filtered_ann_answers_are_estimated_as_their_own_kind(
         assert estimate(client.get("/index").json(), "ann") is None
         print(f"filtered: live {found}, true {np.mean(hits):.4f}")
         assert abs(found["recall"] - float(np.mean(hits))) <= 0.002, (found, np.mean(hits))
+
+
+def test_checks_yield_to_the_looks_when_the_queue_never_empties(root: Path, tmp_path: Path) -> None:
+    """Under sustained traffic the queue may never empty: the checks stop at the deadline, so the thread still looks
+    at the estimate and the shared effort file every interval (it raises, and follows other workers' raises)."""
+    with app(root, tmp_path, recall_sample_rate=0.0, recall_correct=False) as client:  # no thread: drain by hand
+        live = client.app.state.live_recall  # type: ignore[attr-defined]
+        loaded = live.holder.current
+        queries = [Query(vector=vector, k=K) for vector in shifted(3, 2000)]
+        plans = [loaded.engine.plan(query) for query in queries]
+        live.offer(loaded, queries, plans, loaded.engine.search(queries, plans))
+        live.searched(1000.0)  # budget enough for every check
+        started = time.monotonic()
+        checked = live.drain(until=started + 0.02)
+        assert time.monotonic() - started < 0.5
+        assert 0 < checked < len(queries) and len(live.queue) == len(queries) - checked

@@ -191,6 +191,7 @@ def run_job(
         "scoring_seconds": manifest["timings"]["scoring_seconds"],
         "users_per_s_scoring": manifest["timings"]["users_per_second"],
         "checks_seconds": manifest["timings"]["checks_seconds"],
+        "startup_seconds": manifest["timings"].get("startup_seconds", 0.0),  # local: processes started, index mapped
         "peak_memory_bytes": dict(sampler.peak),
         "output_bytes": sum(p.stat().st_size for p in out.glob("part-*.parquet")),
     }

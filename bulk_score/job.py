@@ -98,9 +98,10 @@ def run_job(config: JobConfig, stream: TextIO | None = None) -> dict[str, Any]:
         },
         timings={
             "checks_seconds": round(checked - started, 3),
-            "scoring_seconds": round(finished - checked, 3),
+            "startup_seconds": round(progress.startup_seconds, 3),
+            "scoring_seconds": round(finished - checked - progress.startup_seconds, 3),
             "users_scored_this_run": progress.scored,
-            "users_per_second": round(progress.scored / max(finished - checked, 1e-9), 1),
+            "users_per_second": round(progress.scored / max(finished - checked - progress.startup_seconds, 1e-9), 1),
             "workers": config.workers,
         },
         completed_at=time.time(),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import faiss
@@ -21,12 +22,21 @@ IN_FLIGHT_PER_WORKER = 2
 
 # The index and options of this worker process, set once by `_open` (the pool's initializer).
 _worker: tuple[Searcher, ScoreOptions, Path] | None = None
+_started: Barrier | None = None
 
 
-def _open(version_dir: str, options: ScoreOptions, out: str) -> None:
-    global _worker
+def _open(version_dir: str, options: ScoreOptions, out: str, started: Barrier) -> None:
+    global _worker, _started
     faiss.omp_set_num_threads(1)  # one search thread per process: the processes are the parallelism
     _worker = (Searcher.open(version_dir, verify=False), options, Path(out))
+    _started = started
+
+
+def _ready() -> None:
+    """Returns once every process has mapped the index: each blocks here until all have arrived, so each process
+    takes exactly one of these tasks."""
+    assert _started is not None
+    _started.wait(timeout=600)
 
 
 def _score_part(chunk: Chunk) -> int:
@@ -42,10 +52,13 @@ def run_local(work: Work, progress: Progress) -> None:
     finished = out.finished_parts()
     # Spawned, not forked: the parent has pyarrow's thread pools running, and a forked child would inherit them.
     context = multiprocessing.get_context("spawn")
-    initargs = (str(work.version_dir), options, str(out.path))
+    initargs = (str(work.version_dir), options, str(out.path), context.Barrier(workers))
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_open, initargs=initargs) as pool:
         pending: set[Future[int]] = set()
         try:
+            for ready in [pool.submit(_ready) for _ in range(workers)]:
+                ready.result()
+            progress.start_scoring()  # users/s counts from here: start-up is reported apart
             for chunk in source.chunks(work.batch_size):
                 if chunk.part in finished:
                     progress.advance(len(chunk), skipped=True)

@@ -22,7 +22,13 @@ class Progress:
         self.done = done  # includes users of parts finished by an earlier run
         self.scored = 0  # users scored by this run: what users/s counts
         self.started = time.monotonic()
+        self.startup_seconds = 0.0  # engine start-up before `start_scoring` (0 when the engine does not say)
         self._last = 0.0
+
+    def start_scoring(self) -> None:
+        """The engine is ready (processes started, index mapped): users/s and ETA count from now."""
+        self.startup_seconds = time.monotonic() - self.started
+        self.started = time.monotonic()
 
     def message(self, text: str) -> None:
         if self.tty and self.scored:

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import faiss
-
 from api.categories import category_counts
 from api.effort import apply_saved, state_dir
 from api.errors import ApiError
@@ -24,6 +22,7 @@ from index_format.filters import FilterTable
 from index_format.hidden import read_hidden_rows
 from index_format.plan import INLINE_WORK, SearchPolicy
 from index_format.reader import IndexReader
+from index_format.searcher import param_limits as family_param_limits
 
 LOG = logging.getLogger(__name__)
 
@@ -188,16 +187,9 @@ def open_reader(version_dir: Path, verify: bool) -> IndexReader:
 
 
 def param_limits(reader: IndexReader, settings: Settings) -> dict[str, int]:
-    """The per-request search parameters this index family accepts, each with its largest allowed value."""
-    if reader.family == "hnsw":
-        return {"efSearch": settings.max_ef_search}
-    if reader.family in ("ivf", "refine"):
-        nlist = int(faiss.extract_index_ivf(reader.base).nlist)
-        limits = {"nprobe": min(settings.max_nprobe, nlist)}
-        if reader.family == "refine":
-            limits["k_factor"] = settings.max_k_factor
-        return limits
-    return {}
+    """The per-request search parameters this index family accepts, each with its largest allowed value (the
+    configured maxima; the same rule as the Python API's `index_format.searcher.param_limits`)."""
+    return family_param_limits(reader, settings.max_ef_search, settings.max_nprobe, settings.max_k_factor)
 
 
 def check_index(root: Path, verify: bool) -> str:

@@ -52,6 +52,13 @@ def pq_subquantizers(d: int) -> int:
     return max(m for m in range(1, cap + 1) if d % m == 0)
 
 
+def _refined_ivf(kind: str, n: int, codes: str) -> KindSpec:
+    """IVF lists of compressed codes re-ranked exactly on the raw vectors (RFlat): nprobe × k_factor grid."""
+    nlist = nlist_for(n)
+    grid = [{"nprobe": p, "k_factor": kf} for kf in K_FACTORS for p in NPROBE_LADDER if p <= nlist]
+    return KindSpec(kind, f"IVF{nlist},{codes},RFlat", grid, "norm_scan", train_size=min(n, max(64 * nlist, 20000)))
+
+
 def fastscan_subquantizers(d: int) -> int:
     """Largest divisor of d not above d/2: 4-bit codes over 2 dimensions each (ScaNN's AH default for MIPS)."""
     cap = max(1, d // 2)
@@ -79,32 +86,16 @@ def _spec_for(kind: str, n: int, d: int, factory: str | None) -> KindSpec:
         grid = [{"nprobe": p} for p in NPROBE_LADDER if p <= nlist]
         return KindSpec("ivf", f"IVF{nlist},Flat", grid, "norm_scan", train_size=min(n, 64 * nlist), raw_copy=True)
     if kind == "ivfpq":
-        nlist = nlist_for(n)
-        m = pq_subquantizers(d)
-        grid = [{"nprobe": p, "k_factor": kf} for kf in K_FACTORS for p in NPROBE_LADDER if p <= nlist]
-        return KindSpec(
-            # np: no polysemous training (codes re-ordered for Hamming filtering, which this search never uses):
-            # it was 3/4 of the PQ training time (60k × 32: 45 s → 11 s on a busy 2-core machine)
-            "ivfpq",
-            f"IVF{nlist},PQ{m}np,RFlat",
-            grid,
-            "norm_scan",
-            train_size=min(n, max(64 * nlist, 20000)),
-        )
+        # np: no polysemous training (codes re-ordered for Hamming filtering, which this search never uses):
+        # it was 3/4 of the PQ training time (60k × 32: 45 s → 11 s on a busy 2-core machine)
+        return _refined_ivf("ivfpq", n, f"PQ{pq_subquantizers(d)}np")
     if kind == "ivffs":
         # faiss fast-scan PQ (4-bit codes scored with SIMD lookup tables) re-ranked exactly on the raw vectors: the
         # closest faiss has to ScaNN's anisotropic-hashing + reorder. Its codes are copied into each process.
-        nlist = nlist_for(n)
         m = fastscan_subquantizers(d)
-        grid = [{"nprobe": p, "k_factor": kf} for kf in K_FACTORS for p in NPROBE_LADDER if p <= nlist]
-        return KindSpec(
-            "ivffs",
-            f"IVF{nlist},PQ{m}x4fs,RFlat",
-            grid,
-            "norm_scan",
-            train_size=min(n, max(64 * nlist, 20000)),
-            per_worker_bytes=n * ((m + 1) // 2 + 8),  # 4-bit codes + int64 ids per row
-        )
+        spec = _refined_ivf("ivffs", n, f"PQ{m}x4fs")
+        spec.per_worker_bytes = n * ((m + 1) // 2 + 8)  # 4-bit codes + int64 ids per row
+        return spec
     if kind == "factory":
         if not factory:
             raise ValueError("--kind factory needs --factory STRING")

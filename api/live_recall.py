@@ -102,7 +102,15 @@ def sample_recall(loaded: LoadedIndex, query: Query, plan: SearchPlan, rows: np.
     """Tie-aware recall@k of one answer against the exact answer to the same query (same filter and exclusions);
     None when no row qualifies."""
     reader = loaded.reader
-    truth_plan = plan_search(reader, loaded.policy, plan.k, exact=True, allowed=plan.allowed, excluded=plan.excluded)
+    truth_plan = plan_search(
+        reader,
+        loaded.policy,
+        plan.k,
+        exact=True,
+        allowed=plan.allowed,
+        excluded=plan.excluded,
+        hidden=loaded.engine.hidden,
+    )
     truth = loaded.engine.search([query], [truth_plan])[0]
     k = int(truth.rows.size)
     if k == 0:

@@ -31,6 +31,10 @@ NORMS_FILE = "delta_norms.npy"
 IDS_FILE = "delta_ids.npy"
 REPLACED_FILE = "delta_replaced.npy"  # main rows (ascending) whose ids the delta holds
 MAX_FRACTION = 0.05  # `add` refuses a delta above this share of the main catalogue and recommends a rebuild
+# Up to this many rows × dims, a query's delta rows are scored with one matrix-vector product (no pruning, no
+# per-block calls); beyond, the norm-ordered scan stops early. On gowalla_als's 1% delta (409 × 64) the product
+# and a partial sort took 4 µs where the scan's call took 11 µs (scratch timing, 2026-12-02).
+DIRECT_WORK = 1 << 20
 
 
 def metadata_codes_file(field_name: str) -> str:
@@ -78,6 +82,28 @@ class DeltaSegment:
             return [value.decode("utf-8") for value in picked]
         return picked  # type: ignore[no-any-return]
 
+    def scores_directly(self, rows: int) -> bool:
+        return rows * int(self.vectors.shape[1]) <= DIRECT_WORK
+
+    def top(self, q: F32, k: int, rows: I64, gathered: F32 | None = None, floor: float = -np.inf) -> tuple[F32, I64]:
+        """Exact top-k of one query over the given delta rows (ascending) scoring above `floor`, best first:
+        (scores, global rows). gathered: the rows' vectors already gathered (contiguous), for the rows most queries
+        share; floor: the score a row must beat (the main results' k-th: most queries keep no delta row)."""
+        if k <= 0 or rows.size == 0:
+            return np.empty(0, np.float32), np.empty(0, np.int64)
+        if not self.scores_directly(int(rows.size)):
+            scores, found = self.search(q, k, rows)
+            return scores[scores > floor], found[scores > floor]
+        vectors = gathered if gathered is not None else self.vectors[rows]
+        scores = vectors @ q
+        if scores.max() <= floor:  # the common case: one reduction, no index arrays
+            return _NO_SCORES, _NO_ROWS
+        above = (scores > floor).nonzero()[0]
+        if above.size > k:
+            above = above[np.argpartition(-scores[above], k - 1)[:k]]
+        order = above[np.argsort(-scores[above], kind="stable")]
+        return scores[order].astype(np.float32, copy=False), rows[order] + self.base
+
     def search(self, q: F32, k: int, rows: I64 | None) -> tuple[F32, I64]:
         """Exact top-k of one query over the given delta rows (ascending; None: all): (scores, global rows), best
         first, without padding."""
@@ -88,6 +114,12 @@ class DeltaSegment:
         scores, found = norm_scan(self.vectors, self.norms, q[None], min(k, self.count), rows=rows)
         keep = found[0] >= 0
         return scores[0][keep], found[0][keep] + self.base
+
+
+_NO_SCORES = np.empty(0, np.float32)
+_NO_ROWS = np.empty(0, np.int64)
+for _empty in (_NO_SCORES, _NO_ROWS):
+    _empty.flags.writeable = False
 
 
 def _hashable(value: Any) -> bool:

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from index_format.delta import DeltaSegment
 from index_format.filters import FilterTable
 from index_format.hidden import HiddenRows
-from index_format.plan import NO_ROWS, ParamsKey, SearchPlan, SearchPolicy, plan_search
+from index_format.plan import NO_ROWS, ParamsKey, SearchPlan, SearchPolicy, around_hidden, plan_search
 from index_format.query import Query
 from index_format.reader import IndexReader
 
@@ -54,6 +54,7 @@ class SearchIndex:
     hidden: HiddenRows | None = None
     delta: DeltaSegment | None = None  # products added since the full build (index_format/delta.py)
     delta_visible: I64 | None = None  # ascending delta rows not hidden (None without a delta)
+    delta_visible_vectors: F32 | None = None  # their vectors, gathered once (delta.top scores them per query)
     effort: Effort = field(default_factory=Effort)  # the ANN parameters in force (api/effort.py)
 
     @classmethod
@@ -65,10 +66,12 @@ class SearchIndex:
         delta: DeltaSegment | None = None,
     ) -> SearchIndex:
         table = FilterTable(reader.metadata_codes, reader.manifest.metadata)
-        return cls(reader, table, policy, hidden, delta, _delta_visible(delta, hidden))
+        visible = _delta_visible(delta, hidden)
+        return cls(reader, table, policy, hidden, delta, visible, _gathered(delta, visible))
 
     def with_hidden(self, hidden: HiddenRows) -> SearchIndex:
-        return replace(self, hidden=hidden, delta_visible=_delta_visible(self.delta, hidden))
+        visible = _delta_visible(self.delta, hidden)
+        return replace(self, hidden=hidden, delta_visible=visible, delta_visible_vectors=_gathered(self.delta, visible))
 
     # ---- rows of the version: main rows, then delta rows ----------------------------------------------------
 
@@ -138,12 +141,6 @@ class SearchIndex:
         return np.unique(rows[rows >= 0])
 
     def plan(self, query: Query) -> SearchPlan:
-        plan = self._main_plan(query)
-        if self.delta is None:
-            return plan
-        return replace(plan, delta_rows=self.delta_rows(query))
-
-    def _main_plan(self, query: Query) -> SearchPlan:
         return plan_search(
             self.reader,
             self.policy,
@@ -156,6 +153,7 @@ class SearchIndex:
             min_score=query.score_threshold,
             hidden=self.hidden,
             defaults=self.effort.params,
+            delta_rows=self.delta_rows(query),
         )
 
     def search(self, queries: Sequence[Query], plans: Sequence[SearchPlan] | None = None) -> list[Hits]:
@@ -194,12 +192,15 @@ class SearchIndex:
         padded = (found.rows[:, -1] < 0).tolist() if found.rows.shape[1] else [False] * len(plans)
         out = []
         for i, (plan, rows, scores, short) in enumerate(zip(plans, found.rows, found.scores, padded, strict=True)):
-            if plan.excluded.size or short:
-                keep = rows >= 0
-                if plan.excluded.size:
-                    keep &= ~np.isin(rows, plan.excluded)
+            keep = _kept(plan, rows, short)
+            if keep is not None:
+                if plan.drop is not None and not short and int(np.count_nonzero(keep)) < plan.offset + plan.k:
+                    # Too many hidden rows among the results: search again around them (rare: see hidden_margin).
+                    retry = around_hidden(self.reader, self.policy, plan)
+                    out.append(self._execute([retry], xq[i : i + 1])[0])
+                    continue
                 rows, scores = rows[keep], scores[keep]
-            if plan.delta_rows is not None and self.delta is not None:
+            if plan.delta_rows is not None and plan.delta_rows.size:
                 rows, scores = self._with_delta(plan, xq[i], rows, scores)
             if plan.offset:
                 rows, scores = rows[plan.offset :], scores[plan.offset :]
@@ -211,15 +212,34 @@ class SearchIndex:
         return out
 
     def _with_delta(self, plan: SearchPlan, q: F32, rows: I64, scores: F32) -> tuple[I64, F32]:
-        """Main results merged with the exact top of the delta rows (ties: main rows first)."""
+        """Main results merged with the delta rows that make the cut, exactly (ties: main rows first)."""
         assert self.delta is not None and plan.delta_rows is not None
-        d_scores, d_rows = self.delta.search(q, plan.offset + plan.k, plan.delta_rows)
+        wanted = plan.offset + plan.k
+        floor = float(scores[wanted - 1]) if rows.size >= wanted else -np.inf  # a delta row must beat this
+        gathered = self.delta_visible_vectors if plan.delta_rows is self.delta_visible else None
+        d_scores, d_rows = self.delta.top(q, wanted, plan.delta_rows, gathered, floor)
         if not d_rows.size:
             return rows, scores
         all_rows = np.concatenate([rows, d_rows])
         all_scores = np.concatenate([scores, d_scores])
         order = np.argsort(-all_scores, kind="stable")
         return all_rows[order], all_scores[order]
+
+
+def _kept(plan: SearchPlan, rows: I64, short: bool) -> npt.NDArray[np.bool_] | None:
+    """Which fetched rows a plan keeps (padding, its exclusions and dropped hidden rows out); None: all of them."""
+    if not (short or plan.excluded.size or plan.drop is not None):
+        return None
+    if short or plan.excluded.size:
+        keep = rows >= 0
+        if plan.excluded.size:
+            keep &= ~np.isin(rows, plan.excluded)
+        if plan.drop is not None:
+            keep &= ~plan.drop.mask[np.maximum(rows, 0)]
+        return keep
+    assert plan.drop is not None
+    hidden = plan.drop.mask[rows]
+    return ~hidden if hidden.any() else None
 
 
 def _delta_visible(delta: DeltaSegment | None, hidden: HiddenRows | None) -> I64 | None:
@@ -230,6 +250,12 @@ def _delta_visible(delta: DeltaSegment | None, hidden: HiddenRows | None) -> I64
         found = delta.local_rows_of_ids(list(hidden.ids))
         rows = rows[~np.isin(rows, found[found >= 0])]
     return rows
+
+
+def _gathered(delta: DeltaSegment | None, rows: I64 | None) -> F32 | None:
+    if delta is None or rows is None or not delta.scores_directly(int(rows.size)):
+        return None
+    return np.ascontiguousarray(delta.vectors[rows])
 
 
 EMPTY = Hits(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32))

@@ -7,6 +7,7 @@ rows) lets the ANN index skip hidden rows during its walk, so results are not th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from index_format import availability
+from index_format.plan import ParamsKey, raised_effort
 
 if TYPE_CHECKING:
     from index_format.reader import IndexReader
@@ -57,10 +59,22 @@ class HiddenRows:
         self.selector: Any = faiss.IDSelectorBitmap(total, faiss.swig_ptr(self._bitmap)) if self.count else None
         self.search_params: dict[object, tuple[Any, list[Any]]] = {}  # per effective params (reader._approximate)
         self._visible_of: dict[int, tuple[I64, I64]] = {}  # id(filter rows) -> (filter rows, their visible rows)
+        self._raised: dict[tuple[ParamsKey, int], ParamsKey] = {}
 
     @property
     def visible_fraction(self) -> float:
         return (self.total - self.count) / self.total if self.total else 1.0
+
+    def raised_params(self, params: ParamsKey, limits: Mapping[str, int]) -> ParamsKey:
+        """ANN parameters with their effort raised by 1/(visible fraction), for searches skipping the hidden rows;
+        computed once per distinct params (limits: the policy's, one object per index load as this one)."""
+        key = (params, id(limits))
+        raised = self._raised.get(key)
+        if raised is None:
+            raised = tuple(sorted(raised_effort(dict(params), self.visible_fraction, limits).items()))
+            if len(self._raised) < VISIBLE_CACHE_SIZE:
+                self._raised[key] = raised
+        return raised
 
     def visible_of(self, allowed: I64) -> I64:
         """The rows of a filter (ascending) that are not hidden. Kept for the filter tables' cached (read-only) row

@@ -74,7 +74,7 @@ def hide(client: TestClient, ids: list[Any]) -> dict[str, Any]:
     return response.json()  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("count", [20, 300])  # few: excluded (fetch widened); many: searched around
+@pytest.mark.parametrize("count", [20, 300])  # few: dropped from a widened fetch; many (10%): searched around
 def test_hidden_products_are_never_returned_by_any_endpoint(
     client: TestClient, str_catalogue: Catalogue, count: int
 ) -> None:
@@ -118,6 +118,25 @@ def test_hidden_products_are_never_returned_by_any_endpoint(
         "generation": 1 + 0 * count,
     } or (client.get("/index").json()["hidden"]["items"] == count)
     assert metric_value(client.get("/metrics").text, "recsys_hidden_items") == count
+
+
+def test_a_query_whose_whole_top_is_hidden_is_searched_again_around_it(
+    client: TestClient, str_catalogue: Catalogue
+) -> None:
+    """1% hidden is dropped from a fetch widened by a few results; when the hidden rows are exactly a query's top 30,
+    the widened fetch holds nothing visible and the engine searches again around them: still k results, none
+    hidden, exact answers equal brute force over the visible products, ANN recall as usual."""
+    q = str_catalogue.test_queries[11]
+    hidden = top_ids(str_catalogue, range(11, 12), 30)
+    hide(client, hidden)
+    visible = visible_rows(str_catalogue, set(hidden))
+    for exact in (True, False):
+        body = client.post("/infer", json=request_body("u", q, k=10, exact=exact)).json()
+        assert len(body["recommendations"]) == 10 and not ids_in(body) & set(hidden)
+        if exact:
+            assert_exact(str_catalogue, q, body["recommendations"], 10, rows=visible)
+        else:
+            assert recall(str_catalogue, q, body["recommendations"], 10, rows=visible) >= 0.8
 
 
 def test_restore_brings_them_back(client: TestClient, str_catalogue: Catalogue) -> None:
@@ -226,15 +245,20 @@ def test_recall_holds_with_half_the_catalogue_hidden(
 
 
 def test_plans_leave_hidden_rows_out(hnsw_root: Path) -> None:
-    """Few hidden rows are excluded (fetch widened); many are skipped by the ANN selector with raised effort, or
-    scanned around (exact); with a filter, the filter's rows lose the hidden ones."""
-    from index_format.plan import DEFAULT_POLICY
+    """Few hidden rows are dropped from a widened fetch (and a query left short is searched around them); many are
+    skipped by the ANN selector with raised effort, or scanned around (exact); with a filter, the filter's rows lose
+    the hidden ones."""
+    from index_format.plan import DEFAULT_POLICY, around_hidden, hidden_margin
 
     reader = IndexReader.open(layout.resolve_current(hnsw_root))
     few = HiddenRows(np.arange(10, dtype=np.int64), reader.count)
     many = HiddenRows(np.arange(0, reader.count, 2, dtype=np.int64), reader.count)
     plan = plan_search(reader, DEFAULT_POLICY, 10, hidden=few)
-    assert plan.fetch == 20 and set(range(10)) <= set(plan.excluded.tolist())
+    assert plan.drop is few and plan.hidden is None and plan.fetch == 10 + hidden_margin(few, 10) > 10
+    retry = around_hidden(reader, DEFAULT_POLICY, plan)
+    assert retry.hidden is few and retry.drop is None and retry.fetch == 10
+    exact_retry = around_hidden(reader, DEFAULT_POLICY, plan_search(reader, DEFAULT_POLICY, 10, exact=True, hidden=few))
+    assert exact_retry.allowed is not None and np.array_equal(exact_retry.allowed, few.visible)
     plan = plan_search(reader, DEFAULT_POLICY, 10, hidden=many)
     assert plan.method is Method.ANN and plan.hidden is many and plan.inline
     assert dict(plan.params)["efSearch"] == 2 * reader.default_params()["efSearch"]

@@ -23,7 +23,10 @@ import numpy as np
 import numpy.typing as npt
 
 from index_format import layout
+from index_format.availability import AvailabilityError
+from index_format.delta import DeltaSegment
 from index_format.engine import Hits, SearchIndex
+from index_format.hidden import read_hidden_rows
 from index_format.plan import SearchPlan, SearchPolicy
 from index_format.query import FilterKey, Query, filter_key
 from index_format.reader import IndexReader
@@ -85,7 +88,9 @@ class Searcher:
         cls, root: str | Path, *, policy: SearchPolicy | None = None, verify: bool = True, warm: bool = True
     ) -> Searcher:
         """Open ``ROOT/current`` (resolved once), or ROOT itself when it is a version directory: check every
-        checksum before faiss reads a file (unless verify=False), map the index, and warm it.
+        checksum before faiss reads a file (unless verify=False), map the index, and warm it. Products added since
+        the full build (`index-builder add`) are searched and products hidden at the root (`index-builder hide`,
+        the parent of a version directory) are left out, as by the service, as of this call.
 
         policy: the thresholds plans are made with; by default `SearchPolicy()` with `param_limits` of this index.
         Raises layout.FormatError for a missing, corrupt or incompatible index.
@@ -104,7 +109,12 @@ class Searcher:
             reader.warm()
         if policy is None:
             policy = SearchPolicy(param_limits=param_limits(reader))
-        return cls(SearchIndex.of(reader, policy))
+        delta = DeltaSegment.open(version_dir, reader.manifest)
+        try:  # the products hidden at the root (availability.json), as the service leaves them out
+            hidden = read_hidden_rows(reader, version_dir.parent, delta.replaced if delta is not None else None)
+        except AvailabilityError as exc:
+            raise layout.FormatError(f"cannot apply the hidden items: {exc}") from exc
+        return cls(SearchIndex.of(reader, policy, hidden, delta))
 
     # ---- validation: arguments → queries ---------------------------------------------------------------------
 
@@ -231,4 +241,4 @@ class Searcher:
         Raises SearchError for invalid arguments.
         """
         found = self.hits(vectors, k, exact, filter, exclude, params)
-        return [Result(self.reader.external_ids(hits.rows), hits.scores) for hits in found]
+        return [Result(self.engine.external_ids(hits.rows), hits.scores) for hits in found]

@@ -15,7 +15,7 @@ from api_helpers import TIE_RTOL, Catalogue, recall, request_body
 from starlette.testclient import TestClient
 
 from index_builder.__main__ import main as builder_main
-from index_format import layout
+from index_format import Searcher, availability, layout
 
 ClientFactory = Callable[..., TestClient]
 N_NEW = 60
@@ -264,3 +264,28 @@ def test_group_by_merges_the_delta_into_every_category(
         for group in groups:
             got = [h["score"] for h in group["recommendations"]]
             np.testing.assert_allclose(got, best[group["category"]], rtol=TIE_RTOL, atol=1e-5)
+
+
+def test_the_python_searcher_sees_the_delta_and_the_hidden_products_as_the_service_does(
+    client_factory: ClientFactory, added: tuple[Path, Catalogue, list[Any], list[Any]], tmp_path: Path
+) -> None:
+    """`Searcher.open(root)` (the Python API and bulk scoring) searches the delta and leaves hidden products out:
+    its exact answers equal brute force over main + delta without the hidden ones, and equal the service's."""
+    source, after, new_ids, _ = added
+    root = tmp_path / "root"
+    shutil.copytree(source, root, symlinks=True)
+    xq = after.test_queries[:40]
+    true_ids, _ = after.brute_force(xq, 5)
+    hidden = [true_ids[0][0], new_ids[0]]  # a main product and an added one
+    availability.change(root, hide=hidden)
+    searcher = Searcher.open(root)
+    visible = np.array([r for r in range(len(after.vectors)) if after.id_of(r) not in set(hidden)], dtype=np.int64)
+    _, truth_scores = after.brute_force(xq, 5, visible)
+    found = searcher.search(xq, 5, exact=True)
+    client = client_factory(root)
+    for q, result, scores in zip(xq, found, truth_scores, strict=True):
+        assert not set(result.ids) & set(hidden)
+        np.testing.assert_allclose(result.scores, scores, rtol=TIE_RTOL, atol=1e-5)
+        body = client.post("/infer", json=request_body("u", q, k=5, exact=True)).json()["recommendations"]
+        assert [h["id"] for h in body] == result.ids
+    assert any(set(result.ids) & set(new_ids) for result in found)  # added products are answered

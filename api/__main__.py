@@ -41,6 +41,8 @@ LOG = logging.getLogger("api.serve")
 # on the same cores only oversubscribe. Set (unless already set) before anything imports faiss or numpy.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # api/metrics.py: every worker writes its metrics there
+# httptools (what uvicorn's `auto` picks: a dependency) with one socket write per response (api/http_protocol.py).
+COALESCING_HTTP = "api.http_protocol:CoalescingHttpToolsProtocol"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,7 +102,7 @@ def run_server(settings: Settings, log_level: str) -> bool:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        http=settings.http,
+        http=COALESCING_HTTP if settings.http in ("auto", "httptools") else settings.http,
         loop=settings.loop,
         log_level=settings.log_level,
         log_config=with_format(log_config(log_level), settings.log_format),

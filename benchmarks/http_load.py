@@ -742,7 +742,8 @@ def start_references(
     if plan.compare_tree is not None:
         port = free_port()
         # Run from the other tree (`python -c` puts the working directory first on sys.path), with absolute paths.
-        tree, root = plan.compare_tree.resolve(), served.index_root.resolve()
+        tree = plan.compare_tree.resolve()
+        root = compatible_root(tree, served.index_root.resolve(), tmp / "compare-root")
         entry = "import sys; from api.__main__ import main; sys.exit(main())"
         where = ["--host", HOST, "--port", str(port), "--workers", str(workers)]
         cmd = [sys.executable, "-c", entry, "--index-root", str(root), *where, *plan.server_args]
@@ -764,6 +765,29 @@ def start_references(
         run["servers"]["granian"] = {"pid": granian.pid, "port": port, "command": cmd}
         out.append(("infer_ann_granian", port))
     return out
+
+
+def compatible_root(tree: Path, root: Path, target: Path) -> Path:
+    """ROOT itself, or, when its manifest holds fields the older tree's `Manifest` does not know, a root serving the
+    same files (hard links) with those fields left out (they must be empty: a field in use would change answers)."""
+    version = layout.resolve_current(root)
+    raw = json.loads((version / layout.MANIFEST).read_text())
+    probe = "import dataclasses, json; from index_format.layout import Manifest; "
+    probe += "print(json.dumps([f.name for f in dataclasses.fields(Manifest)]))"
+    known = json.loads(
+        subprocess.run([sys.executable, "-c", probe], cwd=tree, capture_output=True, text=True, check=True).stdout
+    )
+    newer = [name for name in raw if name not in known]
+    if not newer:
+        return root
+    if any(raw[name] for name in newer):
+        raise RuntimeError(f"{tree} cannot serve {version}: its manifest uses fields that tree does not know: {newer}")
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(version, target / version.name, copy_function=os.link)
+    (target / version.name / layout.MANIFEST).write_text(json.dumps({k: v for k, v in raw.items() if k not in newer}))
+    os.symlink(version.name, target / layout.CURRENT_LINK)
+    LOG.info("compare tree: serving %s without the manifest fields it does not know (%s, empty)", version, newer)
+    return target
 
 
 def granian_command(port: int, workers: int, server_args: Sequence[str]) -> list[str]:

@@ -99,9 +99,9 @@ def bounds_of(loaded: LoadedIndex, factor: float) -> EffortBounds:
 
 
 def sample_recall(loaded: LoadedIndex, query: Query, plan: SearchPlan, rows: np.ndarray[Any, Any]) -> float | None:
-    """Tie-aware recall@k of one answer against the exact answer to the same query (same filter and exclusions);
-    None when no row qualifies."""
-    reader = loaded.reader
+    """Tie-aware recall@k of one answer against the exact answer to the same query (same filter, exclusions, hidden
+    products and delta segment); None when no row qualifies."""
+    engine, reader = loaded.engine, loaded.reader
     truth_plan = plan_search(
         reader,
         loaded.policy,
@@ -109,18 +109,21 @@ def sample_recall(loaded: LoadedIndex, query: Query, plan: SearchPlan, rows: np.
         exact=True,
         allowed=plan.allowed,
         excluded=plan.excluded,
-        hidden=loaded.engine.hidden,
+        hidden=engine.hidden,
+        delta_rows=plan.delta_rows,
     )
-    truth = loaded.engine.search([query], [truth_plan])[0]
+    truth = engine.search([query], [truth_plan])[0]
     k = int(truth.rows.size)
     if k == 0:
         return None
     if reader.vectors is None:  # no raw vectors to rescore with (IVF): exact rows found
         return float(np.isin(rows[:k], truth.rows).sum()) / k
+    answered = rows[:k]
     found = np.full((1, k), -1, dtype=np.int64)
-    found[0, : min(k, rows.size)] = rows[:k]
+    found[0, : answered.size] = np.arange(answered.size)  # rows of the gathered vectors below
     xq = np.ascontiguousarray(query.vector[None], dtype=np.float32)
-    return float(per_query_recall(reader.vectors, xq, found, truth.scores[None], k)[0])
+    vectors = engine.vectors_of(answered) if answered.size else np.zeros((1, reader.dim), np.float32)
+    return float(per_query_recall(vectors, xq, found, truth.scores[None], k)[0])
 
 
 class RecallMetrics:

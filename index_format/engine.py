@@ -85,6 +85,20 @@ class SearchIndex:
         out[in_delta] = delta.external_ids(rows[in_delta] - delta.base)
         return out.tolist()
 
+    def vectors_of(self, rows: I64) -> F32:
+        """The raw vectors of rows of the version (main rows from the index's row-ordered copy, delta rows from the
+        delta segment), (len(rows), dim) float32."""
+        main = self.reader.vectors
+        assert main is not None, "this index keeps no row-ordered raw vectors"
+        delta = self.delta
+        if delta is None or not rows.size or int(rows.max()) < delta.base:
+            return np.asarray(main[rows], dtype=np.float32)
+        in_delta = rows >= delta.base
+        out = np.empty((rows.size, self.reader.dim), dtype=np.float32)
+        out[~in_delta] = main[rows[~in_delta]]
+        out[in_delta] = delta.vectors[rows[in_delta] - delta.base]
+        return out
+
     def metadata_codes_of(self, field_name: str, rows: I64) -> list[int]:
         """The code of `field_name` (an index into manifest.metadata[field_name], -1: none) of each row."""
         delta = self.delta

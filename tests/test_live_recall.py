@@ -236,3 +236,35 @@ def test_checks_yield_to_the_looks_when_the_queue_never_empties(root: Path, tmp_
         checked = live.drain(until=started + 0.02)
         assert time.monotonic() - started < 0.5
         assert 0 < checked < len(queries) and len(live.queue) == len(queries) - checked
+
+
+def test_answers_with_a_delta_and_hidden_products_are_checked_against_their_own_exact_answer(tmp_path: Path) -> None:
+    """With products added (a delta segment) and 1% hidden, every sample is checked (none fails) and the estimate
+    is the true recall over the visible main products plus the added ones."""
+    from index_builder.__main__ import main as builder_main
+    from index_format import availability
+
+    items, ids, tune = catalogue(7)
+    changed = tmp_path / "changed"  # its own index: other tests here publish versions into the module's root
+    build(Embeddings(ids=ids, vectors=items, metadata={}), changed, tune, BuildOptions(kind="hnsw"))
+    rng = np.random.default_rng(3)
+    picked = rng.choice(N, 200, replace=False)
+    added = (items[picked] * 1.05 + 0.05 * rng.standard_normal((200, DIM))).astype(np.float32)
+    added_ids = [f"new{i}" for i in range(200)]
+    np.save(tmp_path / "new.npy", added)
+    (tmp_path / "new_ids.txt").write_text("\n".join(added_ids) + "\n")
+    assert builder_main(["add", str(changed), str(tmp_path / "new.npy"), "--ids", str(tmp_path / "new_ids.txt")]) == 0
+    hidden = [ids[int(r)] for r in rng.choice(N, N // 100, replace=False)]
+    availability.change(changed, hide=hidden)
+    visible = [r for r in range(N) if ids[r] not in set(hidden)]
+    all_vectors = np.concatenate([items[visible], added])
+    all_ids = [ids[r] for r in visible] + added_ids
+    traffic = (items[rng.choice(N, 300)] + 0.3 * rng.standard_normal((300, DIM))).astype(np.float32)
+    with app(changed, tmp_path / "state", recall_correct=False) as client:
+        answers = ask(client, traffic)
+        assert any(set(a) & set(added_ids) for a in answers)  # the delta is answered
+        body = checked(client, len(traffic))
+    found = estimate(body)
+    assert found is not None and found["samples"] == len(traffic)  # every sample checked, none failed
+    truth = true_recall(all_vectors, all_ids, traffic, answers, K)
+    assert abs(found["recall"] - truth) <= 0.02, (found, truth)

@@ -22,10 +22,14 @@ typedef float v8sf __attribute__((vector_size(32)));
 typedef float v8sf_u __attribute__((vector_size(32), aligned(1)));
 typedef float f32_u __attribute__((aligned(1)));
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define MULTIVERSION __attribute__((target_clones("arch=haswell", "default")))
+/* On x86-64 the scan is compiled twice, for AVX2+FMA and for the baseline (SSE2), and picked at import by CPU
+ * features. (GCC's target_clones("arch=haswell") dispatches on the CPU *model*: on an AMD EPYC with AVX2, FMA and
+ * AVX-512 it ran the SSE2 clone.) */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define HAVE_AVX2_CLONE 1
+#define TARGET_AVX2 __attribute__((target("avx2,fma")))
 #else
-#define MULTIVERSION
+#define HAVE_AVX2_CLONE 0
 #endif
 
 /* Slack on the bound: float32 rounding can make a computed score exceed the exact bound by a few ulps. */
@@ -138,8 +142,8 @@ typedef struct {
 /* Scan positions [start, stop) of the table for one query, stopping (q->stopped) at the first group of 8 rows whose
  * bound is below the k-th best score. Returns -1 if a visited row breaks "strictly ascending within [0, n_all)": only
  * visited rows are read, so they are checked here (each against the one before it, so the visited prefix is valid). */
-MULTIVERSION
-static int scan_range(const Table *t, Query *st, Py_ssize_t start, Py_ssize_t stop) {
+static inline __attribute__((always_inline)) int scan_range_body(const Table *t, Query *st, Py_ssize_t start,
+                                                                  Py_ssize_t stop) {
     const int64_t *rows = t->rows;
     Py_ssize_t i = start, k = st->k;
     while (i < stop) {
@@ -185,6 +189,30 @@ static int scan_range(const Table *t, Query *st, Py_ssize_t start, Py_ssize_t st
         i += count;
     }
     return 0;
+}
+
+static int scan_range_base(const Table *t, Query *st, Py_ssize_t start, Py_ssize_t stop) {
+    return scan_range_body(t, st, start, stop);
+}
+
+#if HAVE_AVX2_CLONE
+TARGET_AVX2 static int scan_range_avx2(const Table *t, Query *st, Py_ssize_t start, Py_ssize_t stop) {
+    return scan_range_body(t, st, start, stop);
+}
+#endif
+
+typedef int (*ScanRange)(const Table *, Query *, Py_ssize_t, Py_ssize_t);
+static ScanRange scan_range = scan_range_base;
+static const char *simd = "baseline";
+
+static void pick_scan_range(void) {
+#if HAVE_AVX2_CLONE
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        scan_range = scan_range_avx2;
+        simd = "avx2+fma";
+    }
+#endif
 }
 
 /* Queries of a batch go through the rows together in blocks of ~BLOCK_BYTES, so a block read from memory serves
@@ -321,4 +349,12 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_norm_scan", "Exact norm-ordered top-k scan kernel.", -1,
                                     methods};
 
-PyMODINIT_FUNC PyInit__norm_scan(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__norm_scan(void) {
+    pick_scan_range();
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddStringConstant(m, "simd", simd) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

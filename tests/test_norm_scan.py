@@ -4,6 +4,8 @@ unaligned mapped-like rows, and refusal of inputs the kernel would misread."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -169,3 +171,23 @@ def test_non_contiguous_inputs_are_refused_or_copied() -> None:
     rows = np.arange(0, 60, 2, dtype=np.int64)[::2]  # strided view: copied
     scores, found = norm_scan(vectors, norms, xq, 4, rows)  # type: ignore[arg-type]
     assert_exact(vectors, xq.astype(np.float32), 4, np.ascontiguousarray(rows), scores, found)
+
+
+def test_kernel_runs_its_avx2_variant_where_the_cpu_has_it() -> None:
+    """The AVX2+FMA scan is picked by CPU features: GCC's target_clones("arch=haswell") dispatched on the CPU model
+    and ran the SSE2 clone on an AMD EPYC with AVX2 (gowalla_als kernel time 31 -> 18 µs per query once fixed)."""
+    if norm_scan_module._norm_scan is None:
+        pytest.skip("the C kernel was not built")
+    try:
+        flags = next(
+            set(line.split(":", 1)[1].split())
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        )
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/cpuinfo flags")
+    import platform
+
+    if platform.machine() != "x86_64" or not {"avx2", "fma"} <= flags:
+        pytest.skip("no AVX2+FMA on this CPU")
+    assert norm_scan_module._norm_scan.simd == "avx2+fma"

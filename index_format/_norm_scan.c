@@ -146,6 +146,47 @@ static inline __attribute__((always_inline)) int scan_range_body(const Table *t,
                                                                   Py_ssize_t stop) {
     const int64_t *rows = t->rows;
     Py_ssize_t i = start, k = st->k;
+    if (!rows) {
+        /* Unfiltered: the eight rows are consecutive, and once the heap is full a group none of whose scores beats
+         * the k-th best (most groups) is dropped with one vector compare. */
+        const Py_ssize_t rb = t->row_bytes;
+        while (i + 8 <= stop) {
+            if (st->size == k && st->qn * (double)t->norms[i] < (double)st->kth) {
+                st->stopped = 1;
+                return 0;
+            }
+            const char *base = t->vectors + i * rb;
+            const char *ptr[8] = {base,          base + rb,     base + 2 * rb, base + 3 * rb,
+                                  base + 4 * rb, base + 5 * rb, base + 6 * rb, base + 7 * rb};
+            float scores[8];
+            dot8(st->q, ptr, t->d, scores);
+            st->scanned += 8;
+            if (st->size == k) {
+                int beats = 0;
+                for (int g = 0; g < 8; g++) beats |= scores[g] > st->kth;
+                if (!beats) {
+                    i += 8;
+                    continue;
+                }
+            }
+            for (int g = 0; g < 8; g++) {
+                float s = scores[g];
+                if (st->size < k) {
+                    st->hs[st->size] = s;
+                    st->hr[st->size] = i + g;
+                    sift_up(st->hs, st->hr, st->size);
+                    st->size++;
+                    if (st->size == k) st->kth = st->hs[0];
+                } else if (s > st->kth) {
+                    st->hs[0] = s;
+                    st->hr[0] = i + g;
+                    sift_down(st->hs, st->hr, k, 0);
+                    st->kth = st->hs[0];
+                }
+            }
+            i += 8;
+        }
+    }
     while (i < stop) {
         Py_ssize_t count = stop - i < 8 ? stop - i : 8;
         int64_t group[8];

@@ -217,12 +217,10 @@ def _run_ours(job: dict[str, Any], items: F32, xq: F32, truth: F32, tune: F32 | 
         grid = [p for p in grid if p["k_factor"] in k_factors]
 
     def search(q: F32, params: dict[str, int]) -> I64:
-        rows = reader.search(q, K, params or None).rows
-        return np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
+        return _to_ids(ids, reader.search(q, K, params or None).rows)
 
     def search_exact(q: F32, params: dict[str, int]) -> I64:
-        rows = reader.search(q, K, exact=True).rows
-        return np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
+        return _to_ids(ids, reader.search(q, K, exact=True).rows)
 
     points = _sweep(search, grid, items, xq, truth, job["budget_s"])
     # `exact: true` on this kind (what the API runs for it): exact kinds' own points already are
@@ -255,6 +253,17 @@ def _run_ours(job: dict[str, Any], items: F32, xq: F32, truth: F32, tune: F32 | 
         "exact_search": exact_point,
         "_peak_after_build": peak_after_build,
     }
+
+
+def _to_ids(ids: I64, rows: I64) -> I64:
+    """Rows (norm-sorted inside an index) -> dataset row numbers, -1 padding kept. Padding only ends a result row,
+    so one look at the last column settles the common case: the mapping then costs ~0.1 µs instead of the ~3 µs of
+    a masked np.where (which on gowalla_als was 1/8 of an exact query's time, paid by our kinds and not by the
+    references, which return labels)."""
+    if rows.shape[1] == 0 or (rows.shape[0] == 1 and rows[0, -1] >= 0):
+        found: I64 = ids[rows]
+        return found
+    return np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
 
 
 def _run_hnswlib(job: dict[str, Any], items: F32, xq: F32, truth: F32, tune: F32 | None) -> dict[str, Any]:

@@ -26,7 +26,6 @@ def table(result: dict[str, Any]) -> str:
         f"#### {data['name']} — {data['n']:,}×{data['d']}, {data['queries']:,} queries  ",
         f"{machine['cpu_model']}, {machine['cores']} cores, {machine['date']}, commit `{machine['commit'][:12]}`, "
         f"load average at start {load:.2f}",
-        "",
     ]
     runs = result.get("runs") or []
     if len(runs) > 1:  # a long run measured in parts (`ann --merge`): every part's machine line

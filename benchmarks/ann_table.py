@@ -26,6 +26,17 @@ def table(result: dict[str, Any]) -> str:
         f"#### {data['name']} — {data['n']:,}×{data['d']}, {data['queries']:,} queries  ",
         f"{machine['cpu_model']}, {machine['cores']} cores, {machine['date']}, commit `{machine['commit'][:12]}`, "
         f"load average at start {load:.2f}",
+    ]
+    runs = result.get("runs") or []
+    if len(runs) > 1:  # a long run measured in parts (`ann --merge`): every part's machine line
+        lines += ["", f"Measured in {len(runs)} runs (`--merge`); a method's row says its run when not run 1:", ""]
+        for number, run in enumerate(runs, 1):
+            part = run["machine"]
+            lines.append(
+                f"- run {number}: {part['date']}, commit `{part['commit'][:12]}`, load average at start "
+                f"{part['load_average_at_start'][0]:.2f}: `{run['command']}`"
+            )
+    lines += [
         "",
         f"Fastest single-query point at recall@10 ≥ {summary['target_recall']} (exact flat: {flat:,.0f} QPS):",
         "",
@@ -33,7 +44,9 @@ def table(result: dict[str, Any]) -> str:
         "| peak RSS MiB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in summary["rows"]:
+    for row, method in zip(summary["rows"], result["methods"], strict=True):
+        if method.get("run"):
+            row = {**row, "method": f"{row['method']} (run {method['run'] + 1})"}
         tail = f"{row['build_seconds']:.2f} | {row['index_bytes'] / MIB:.1f} | {row['peak_rss_bytes'] / MIB:.0f} |"
         if not row["reaches_target"]:
             lines.append(f"| {row['method']} | never reaches (best recall {row['recall']:.4f}) | | | | | | {tail}")
@@ -59,6 +72,17 @@ def table(result: dict[str, Any]) -> str:
                 f"{point['recall']:.4f} | {point['qps_single']:,.0f} | {point['qps_single'] / fastest:.2f} | "
                 f"{point['p50_ms']:.3f} / {point['p99_ms']:.3f} |"
             )
+        # issue 11: `exact: true` within 2x of the fastest exact kind (flat is faiss's scan by definition)
+        slow = [
+            m["method"].split(":")[0]
+            for m in exact
+            if m["builder_choice"]["exact_method"] != "faiss_flat" and m["exact_search"]["qps_single"] < fastest / 2
+        ]
+        lines += [
+            "",
+            "Every kind whose `exact: true` is the norm-ordered scan answers within 2× of the fastest exact kind: "
+            + ("yes." if not slow else f"**no**: {', '.join(slow)}."),
+        ]
     return "\n".join(lines)
 
 

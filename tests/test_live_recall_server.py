@@ -158,14 +158,17 @@ def test_shifted_traffic_is_measured_and_corrected(
 
     # 2. Correction on (a restart): more traffic until the effort stops rising with the lower bound at the target.
     with started(root, state, tmp_path) as server:
-        for round_ in range(40):
+        converged = False
+        for round_ in range(80):  # a hard kind climbs several rungs, each needing its own samples
             ask(server, served.traffic(kind, 300, 10 + round_))
             body = index_body(server)
             current = estimate(body)
-            if effort_of(body) != tuned and current is not None and current["interval"][0] >= 0.95:
+            converged = effort_of(body) != tuned and current is not None and current["interval"][0] >= 0.95
+            if converged:
                 break
         raised = effort_of(body)
         print(f"{kind}: after {round_ + 1} rounds of 300 requests: effort {raised}, estimate {current}")
+        assert converged, f"{kind}: the effort was still rising after {round_ + 1} rounds (estimate {current})"
         assert raised["efSearch"] > tuned["efSearch"]
         seen = {}
         for _ in range(10):  # every worker serves the raised effort (new connections reach both)

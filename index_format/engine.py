@@ -85,6 +85,19 @@ class SearchIndex:
         out[in_delta] = delta.external_ids(rows[in_delta] - delta.base)
         return out.tolist()
 
+    def id_array(self, rows: I64) -> npt.NDArray[Any]:
+        """The stored ids of rows of the version as one array (int64, or bytes for str ids: decode to str), main rows
+        from the index, delta rows from the delta segment; for building columns without a Python object per id."""
+        delta = self.delta
+        if delta is None or not rows.size or int(rows.max()) < delta.base:
+            return np.asarray(self.reader.ids[rows])
+        in_delta = rows >= delta.base
+        main_ids, delta_ids = self.reader.ids[rows[~in_delta]], delta.ids[rows[in_delta] - delta.base]
+        out = np.empty(rows.size, dtype=np.result_type(main_ids.dtype, delta_ids.dtype))
+        out[~in_delta] = main_ids
+        out[in_delta] = delta_ids
+        return out
+
     def vectors_of(self, rows: I64) -> F32:
         """The raw vectors of rows of the version (main rows from the index's row-ordered copy, delta rows from the
         delta segment), (len(rows), dim) float32."""

@@ -14,8 +14,9 @@ publishes a version without a delta.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +44,11 @@ def metadata_codes_file(field_name: str) -> str:
 
 def is_delta_file(name: str) -> bool:
     return name.startswith("delta_")
+
+
+class Gathered(NamedTuple):
+    vectors: F32  # (n, dim) contiguous copy of some delta rows' vectors
+    neg_norms: F32  # their norms, negated (ascending: rows are stored in descending-norm order)
 
 
 class DeltaSegment:
@@ -85,16 +91,35 @@ class DeltaSegment:
     def scores_directly(self, rows: int) -> bool:
         return rows * int(self.vectors.shape[1]) <= DIRECT_WORK
 
-    def top(self, q: F32, k: int, rows: I64, gathered: F32 | None = None, floor: float = -np.inf) -> tuple[F32, I64]:
+    def gather(self, rows: I64) -> Gathered:
+        """What `top` needs of these rows, copied once (for the rows most queries share)."""
+        vectors = np.ascontiguousarray(self.vectors[rows])
+        return Gathered(vectors, -np.asarray(self.norms[rows], dtype=np.float32))
+
+    def top(
+        self, q: F32, k: int, rows: I64, gathered: Gathered | None = None, floor: float = -np.inf
+    ) -> tuple[F32, I64]:
         """Exact top-k of one query over the given delta rows (ascending) scoring above `floor`, best first:
-        (scores, global rows). gathered: the rows' vectors already gathered (contiguous), for the rows most queries
-        share; floor: the score a row must beat (the main results' k-th: most queries keep no delta row)."""
+        (scores, global rows). gathered: `gather(rows)` done beforehand; floor: the score a row must beat (the main
+        results' k-th). Rows are stored in descending-norm order, so only the first rows whose norm times ‖q‖
+        reaches the floor can beat it (Cauchy–Schwarz): on gowalla_als's 1% delta, 19 of 409 rows on average."""
         if k <= 0 or rows.size == 0:
-            return np.empty(0, np.float32), np.empty(0, np.int64)
+            return _NO_SCORES, _NO_ROWS
         if not self.scores_directly(int(rows.size)):
             scores, found = self.search(q, k, rows)
             return scores[scores > floor], found[scores > floor]
-        vectors = gathered if gathered is not None else self.vectors[rows]
+        if gathered is None:
+            gathered = self.gather(rows)
+        vectors = gathered.vectors
+        if floor > -np.inf:
+            q_norm = math.sqrt(float(np.dot(q, q)))
+            if q_norm > 0:  # rows with -norm < -(floor / ‖q‖), with room for float32 rounding
+                limit = floor / q_norm
+                limit -= abs(limit) * 1e-5
+                count = int(np.searchsorted(gathered.neg_norms, -limit, side="left"))
+                if count == 0:
+                    return _NO_SCORES, _NO_ROWS
+                vectors, rows = vectors[:count], rows[:count]
         scores = vectors @ q
         if scores.max() <= floor:  # the common case: one reduction, no index arrays
             return _NO_SCORES, _NO_ROWS

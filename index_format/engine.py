@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from index_format.delta import DeltaSegment
+from index_format.delta import DeltaSegment, Gathered
 from index_format.filters import FilterTable
 from index_format.hidden import HiddenRows
 from index_format.plan import NO_ROWS, ParamsKey, SearchPlan, SearchPolicy, around_hidden, plan_search
@@ -54,7 +54,7 @@ class SearchIndex:
     hidden: HiddenRows | None = None
     delta: DeltaSegment | None = None  # products added since the full build (index_format/delta.py)
     delta_visible: I64 | None = None  # ascending delta rows not hidden (None without a delta)
-    delta_visible_vectors: F32 | None = None  # their vectors, gathered once (delta.top scores them per query)
+    delta_visible_gathered: Gathered | None = None  # their vectors and norms, gathered once (for delta.top)
     effort: Effort = field(default_factory=Effort)  # the ANN parameters in force (api/effort.py)
 
     @classmethod
@@ -71,7 +71,9 @@ class SearchIndex:
 
     def with_hidden(self, hidden: HiddenRows) -> SearchIndex:
         visible = _delta_visible(self.delta, hidden)
-        return replace(self, hidden=hidden, delta_visible=visible, delta_visible_vectors=_gathered(self.delta, visible))
+        return replace(
+            self, hidden=hidden, delta_visible=visible, delta_visible_gathered=_gathered(self.delta, visible)
+        )
 
     # ---- rows of the version: main rows, then delta rows ----------------------------------------------------
 
@@ -243,7 +245,7 @@ class SearchIndex:
         assert self.delta is not None and plan.delta_rows is not None
         wanted = plan.offset + plan.k
         floor = float(scores[wanted - 1]) if rows.size >= wanted else -np.inf  # a delta row must beat this
-        gathered = self.delta_visible_vectors if plan.delta_rows is self.delta_visible else None
+        gathered = self.delta_visible_gathered if plan.delta_rows is self.delta_visible else None
         d_scores, d_rows = self.delta.top(q, wanted, plan.delta_rows, gathered, floor)
         if not d_rows.size:
             return rows, scores
@@ -279,10 +281,10 @@ def _delta_visible(delta: DeltaSegment | None, hidden: HiddenRows | None) -> I64
     return rows
 
 
-def _gathered(delta: DeltaSegment | None, rows: I64 | None) -> F32 | None:
+def _gathered(delta: DeltaSegment | None, rows: I64 | None) -> Gathered | None:
     if delta is None or rows is None or not delta.scores_directly(int(rows.size)):
         return None
-    return np.ascontiguousarray(delta.vectors[rows])
+    return delta.gather(rows)
 
 
 EMPTY = Hits(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32))

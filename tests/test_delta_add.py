@@ -289,3 +289,25 @@ def test_the_python_searcher_sees_the_delta_and_the_hidden_products_as_the_servi
         body = client.post("/infer", json=request_body("u", q, k=5, exact=True)).json()["recommendations"]
         assert [h["id"] for h in body] == result.ids
     assert any(set(result.ids) & set(new_ids) for result in found)  # added products are answered
+
+
+def test_delta_top_above_a_floor_equals_brute_force(added: tuple[Path, Catalogue, list[Any], list[Any]]) -> None:
+    """DeltaSegment.top scores only the rows whose norm can reach the floor (rows in descending-norm order): the
+    same rows and scores as brute force over every given row, for floors from none to above every score."""
+    from index_format.delta import DeltaSegment
+
+    root, after, _, _ = added
+    version = layout.resolve_current(root)
+    delta = DeltaSegment.open(version, layout.read_manifest(version))
+    assert delta is not None
+    vectors = np.asarray(delta.vectors, dtype=np.float64)
+    rng = np.random.default_rng(11)
+    for i, q in enumerate(after.test_queries[:30]):
+        rows = np.arange(delta.count) if i % 2 else np.sort(rng.choice(delta.count, delta.count // 2, replace=False))
+        scores = vectors[rows] @ q.astype(np.float64)
+        for floor in (-np.inf, float(np.quantile(scores, 0.5)), float(np.quantile(scores, 0.95)), scores.max() + 1):
+            for gathered in (None, delta.gather(rows)):
+                got_scores, got_rows = delta.top(q, 5, rows, gathered, floor)
+                want = rows[scores > floor][np.argsort(-scores[scores > floor], kind="stable")][:5] + delta.base
+                assert sorted(got_rows.tolist()) == sorted(want.tolist()), (i, floor)
+                assert np.all(np.diff(got_scores) <= 0) and np.all(got_scores > floor)

@@ -98,7 +98,7 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Path], np.ndarray
         users = generate_queries(spec, args.users, stream=2)
         root = work / "index" if args.data_only else build_index(items_path, None, tune_path, work / "index", args.kind)
     folders: dict[str, Path] = {}
-    sizes = sorted({*args.rss_users, len(users)})
+    sizes = sorted({*args.rss_users, *([args.ray_users] if args.ray_users else []), len(users)})
     for size in sizes:
         folder = work / f"users-{size}"
         if not folder.exists():
@@ -279,7 +279,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/recsys-bulk-bench"))
     p.add_argument("--data-only", action="store_true", help="synthetic: only generate the items and users files")
-    p.add_argument("--tag")
+    p.add_argument("--ray-users", type=int, default=0, help="score only the first N users with Ray (0: all)")
+    p.add_argument("--tag", help="names the work directory (inputs, index) and, by default, the results file")
+    p.add_argument("--result-name", help="results file: bulk_score_<NAME>.json (default: the tag)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     return p
 
@@ -312,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with LocalRayCluster(nodes=2, cpus=1) as cluster:
             for mode in modes:
                 source = folders["exact"] if mode == "exact" else full
+                if args.ray_users and mode != "exact":
+                    source = folders[str(min(args.ray_users, len(users)))]
                 run = run_job(
                     source,
                     root,
@@ -366,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "http_batch": http,
         "local2_over_http_batch": ratios,  # local engine, 2 processes, over the better HTTP /batch point
     }
-    path = args.out / f"bulk_score_{args.tag}.json"
+    path = args.out / f"bulk_score_{args.result_name or args.tag}.json"
     write_json(path, result)
     LOG.info("wrote %s; local (2 processes) / HTTP /batch users/s: %s", path, ratios)
     return 0

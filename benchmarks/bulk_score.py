@@ -219,6 +219,75 @@ def median_run(trials: list[dict[str, Any]]) -> dict[str, Any]:
     return run
 
 
+# ---- where a user's time goes (in-process, one thread) --------------------------------------------------------
+
+
+def stage_costs(root: Path, users: Path, batch_size: int, exact: bool, chunks: int = 20) -> dict[str, float]:
+    """CPU µs per user of each step a pool process takes for the first `chunks` chunks, best of 3 passes, one
+    thread: reading the parquet chunk (parent), pickling it to the process and back, the search alone
+    (`IndexReader.execute` of the chunk's plan), `score_chunk` (search, ids, output table) on the vectorised path and
+    through `Searcher.hits` (one Hits per user), parquet encoding, and the part written with fsync; exact mode
+    also times faiss's flat search (BLAS GEMM over the stored vectors) on the same chunks."""
+    import pickle
+
+    import faiss
+
+    from bulk_score import scoring
+    from bulk_score.output import write_atomically
+    from bulk_score.users import UserSource, parse_vectors
+    from index_format.query import Query
+    from index_format.searcher import Searcher
+
+    faiss.omp_set_num_threads(1)
+    searcher = Searcher.open(root, verify=False)
+    source = UserSource.open(users, None)
+    options = scoring.ScoreOptions(k=10, exact=exact)
+
+    def best(step: Any) -> float:
+        times = []
+        for _ in range(3):
+            started = time.process_time()
+            step()
+            times.append(time.process_time() - started)
+        return round(min(times) * 1e6 / count, 2)
+
+    def read() -> list[Any]:
+        return [chunk for _, chunk in zip(range(chunks), source.chunks(batch_size), strict=False)]
+
+    loaded = read()
+    count = sum(len(chunk) for chunk in loaded)
+    matrices = [parse_vectors(chunk.vectors, searcher.dim).matrix for chunk in loaded]
+    plan = searcher.engine.plan(Query(np.zeros(searcher.dim, np.float32), 10, exact))
+    tables = [scoring.score_chunk(searcher, options, chunk) for chunk in loaded]
+    folder = root.parent / "stage-costs"
+    folder.mkdir(exist_ok=True)
+    result = {
+        "users": count,
+        "batch_size": batch_size,
+        "read_parquet_chunk": best(read),
+        "pickle_round_trip": best(lambda: [pickle.loads(pickle.dumps(chunk, protocol=5)) for chunk in loaded]),
+        "search_only": best(lambda: [searcher.reader.execute(plan, xq, plan.fetch) for xq in matrices]),
+        "score_chunk_vectorised": best(lambda: [scoring.score_chunk(searcher, options, chunk) for chunk in loaded]),
+        "score_chunk_per_user": best(
+            lambda: [searcher.hits(xq, 10, exact) for xq in matrices]  # the search and one Hits per user
+        ),
+        "parquet_encode": best(lambda: [pq.write_table(table, pa.BufferOutputStream()) for table in tables]),
+        "write_part_fsync_wall": 0.0,
+    }
+    started = time.perf_counter()
+    for number, table in enumerate(tables):
+        write_atomically(folder / f"part-{number}.parquet", table)
+    result["write_part_fsync_wall"] = round((time.perf_counter() - started) * 1e6 / count, 2)
+    shutil.rmtree(folder, ignore_errors=True)
+    if exact and searcher.reader.vectors is not None:
+        flat = faiss.IndexFlatIP(searcher.dim)
+        flat.add(np.ascontiguousarray(searcher.reader.vectors))
+        result["faiss_flat_gemm"] = best(lambda: [flat.search(xq, 10) for xq in matrices])
+        del flat
+    LOG.info("per-user CPU µs (%s, batch %d): %s", "exact" if exact else "ann", batch_size, result)
+    return result
+
+
 # ---- HTTP /batch on the same index ---------------------------------------------------------------------------
 
 
@@ -279,6 +348,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/recsys-bulk-bench"))
     p.add_argument("--data-only", action="store_true", help="synthetic: only generate the items and users files")
+    p.add_argument("--stage-costs", action="store_true", help="also time each step of scoring a chunk in-process")
     p.add_argument("--ray-users", type=int, default=0, help="score only the first N users with Ray (0: all)")
     p.add_argument("--tag", help="names the work directory (inputs, index) and, by default, the results file")
     p.add_argument("--result-name", help="results file: bulk_score_<NAME>.json (default: the tag)")
@@ -334,6 +404,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for size in args.rss_users
         if size != len(users)
     ]
+    stages = {}
+    if args.stage_costs:
+        for mode in modes:
+            source = folders["exact"] if mode == "exact" else full
+            stages[mode] = stage_costs(root, source, args.batch_size, mode == "exact")
     http = []
     if args.http_duration > 0:
         http = http_batch(root, users, work, args.k, args.http_duration, 2, args.http_connections)
@@ -369,6 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
         "http_batch": http,
         "local2_over_http_batch": ratios,  # local engine, 2 processes, over the better HTTP /batch point
+        "stage_costs_us_per_user": stages,  # --stage-costs: CPU µs per user of each step, one thread
     }
     path = args.out / f"bulk_score_{args.result_name or args.tag}.json"
     write_json(path, result)

@@ -257,7 +257,7 @@ def stage_costs(root: Path, users: Path, batch_size: int, exact: bool, chunks: i
     def per_user_path() -> None:
         """score_chunk as it was before the vectorised path: every user's Hits from `Searcher.hits`."""
         vectorised = scoring.shared_plan_hits
-        scoring.shared_plan_hits = lambda *_: None  # type: ignore[assignment]
+        scoring.shared_plan_hits = lambda *_: None
         try:
             for chunk in loaded:
                 scoring.score_chunk(searcher, options, chunk)

@@ -160,6 +160,7 @@ def run_job(
     batch_size: int,
     extra_roots: Sequence[int],
     ray_address: str | None,
+    k: int = 10,
 ) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     command = [
@@ -170,7 +171,7 @@ def run_job(
         "--out",
         str(out),
     ]
-    command += ["--engine", engine, "--workers", str(workers), "--batch-size", str(batch_size)]
+    command += ["--engine", engine, "--workers", str(workers), "--batch-size", str(batch_size), "--k", str(k)]
     command += [*(["--exact"] if exact else []), *(["--ray-address", ray_address] if ray_address else [])]
     LOG.info("%s", " ".join(command))
     started = time.monotonic()
@@ -382,7 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "local" in engines:
             for workers in args.workers:
                 trials = [
-                    run_job(source, root, work / "out", "local", workers, mode == "exact", args.batch_size, [], None)
+                    run_job(
+                        source, root, work / "out", "local", workers, mode == "exact", args.batch_size, [], None, args.k
+                    )
                     for _ in range(args.trials)
                 ]
                 runs.append(median_run(trials))
@@ -404,11 +407,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.batch_size,
                     cluster.pids(),
                     cluster.address,
+                    args.k,
                 )
                 run["ray_nodes"] = 2
                 runs.append(run)
     rss_runs = [
-        run_job(folders[str(size)], root, work / "out", "local", 2, False, args.batch_size, [], None)
+        run_job(folders[str(size)], root, work / "out", "local", 2, False, args.batch_size, [], None, args.k)
         for size in args.rss_users
         if size != len(users)
     ]

@@ -1,9 +1,14 @@
 """recsys-score throughput and memory: users/s of the local engine (1 and 2 processes) and of the Ray engine (a real
 two-node Ray cluster on this machine), ANN and exact, peak memory of every process involved, and HTTP /batch on the
-same index in the same run (recsys-serve, 2 workers, wrk posting 1,000 users per request).
+same index in the same run (recsys-serve, 2 workers, wrk posting 1,000 users per request, with 2 and with 4
+connections: the comparison takes the better of the two, so that no server core sits idle).
 
     flock /tmp/recsys-bench.lock python -m benchmarks.bulk_score --dataset gowalla_als --data-dir ../shared/data
     flock /tmp/recsys-bench.lock python -m benchmarks.bulk_score --dataset synthetic --items 1000000 --users 1000000
+
+--repeat R (gowalla_als) scores the 10k users R times over (one file of R × 10k rows) so that a run lasts seconds,
+not a fraction of one; --trials N runs every local configuration N times and reports the median run (all trials
+are kept in the JSON): the machine is shared, and single short runs vary by ±30%.
 
 Memory is sampled every 0.5 s over the job's process tree (driver + pool processes; for Ray, also every process the
 cluster's nodes started): RSS counts the mapped index pages in every process that touched them, PSS shares them out,
@@ -77,7 +82,7 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Path], np.ndarray
         root = build_index(
             folder / "items.npy", folder / "item_ids.npy", folder / "queries.npy", work / "index", args.kind
         )
-        users = queries
+        users = np.tile(queries, (args.repeat, 1)) if args.repeat > 1 else queries
     else:
         spec = SyntheticSpec(n=args.items, d=args.d)
         items_path, tune_path = work / "items.npy", work / "tuning_queries.npy"
@@ -93,7 +98,7 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, Path], np.ndarray
         users = generate_queries(spec, args.users, stream=2)
         root = work / "index" if args.data_only else build_index(items_path, None, tune_path, work / "index", args.kind)
     folders: dict[str, Path] = {}
-    sizes = sorted({*args.rss_users, len(users)})
+    sizes = sorted({*args.rss_users, *([args.ray_users] if args.ray_users else []), len(users)})
     for size in sizes:
         folder = work / f"users-{size}"
         if not folder.exists():
@@ -155,6 +160,7 @@ def run_job(
     batch_size: int,
     extra_roots: Sequence[int],
     ray_address: str | None,
+    k: int = 10,
 ) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     command = [
@@ -165,7 +171,7 @@ def run_job(
         "--out",
         str(out),
     ]
-    command += ["--engine", engine, "--workers", str(workers), "--batch-size", str(batch_size)]
+    command += ["--engine", engine, "--workers", str(workers), "--batch-size", str(batch_size), "--k", str(k)]
     command += [*(["--exact"] if exact else []), *(["--ray-address", ray_address] if ray_address else [])]
     LOG.info("%s", " ".join(command))
     started = time.monotonic()
@@ -192,6 +198,7 @@ def run_job(
         "users_per_s_scoring": manifest["timings"]["users_per_second"],
         "checks_seconds": manifest["timings"]["checks_seconds"],
         "startup_seconds": manifest["timings"].get("startup_seconds", 0.0),  # local: processes started, index mapped
+        "shutdown_seconds": manifest["timings"].get("shutdown_seconds", 0.0),  # local: processes stopped
         "peak_memory_bytes": dict(sampler.peak),
         "output_bytes": sum(p.stat().st_size for p in out.glob("part-*.parquet")),
     }
@@ -204,11 +211,97 @@ def run_job(
     return result
 
 
+def median_run(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """The trial with the median scoring users/s (the lower middle one for an even count), with every trial's."""
+    ordered = sorted(trials, key=lambda run: run["users_per_s_scoring"])
+    run = dict(ordered[(len(ordered) - 1) // 2])
+    if len(trials) > 1:
+        run["trials_users_per_s_scoring"] = [trial["users_per_s_scoring"] for trial in trials]
+    return run
+
+
+# ---- where a user's time goes (in-process, one thread) --------------------------------------------------------
+
+
+def stage_costs(root: Path, users: Path, batch_size: int, exact: bool, chunks: int = 20) -> dict[str, float]:
+    """CPU µs per user of each step a pool process takes for the first `chunks` chunks, best of 3 passes, one
+    thread: reading the parquet chunk (parent), pickling it to the process and back, the search alone
+    (`IndexReader.execute` of the chunk's plan), `score_chunk` (search, ids, output table) on the vectorised path and
+    through `Searcher.hits` (one Hits per user), parquet encoding, and the part written with fsync; exact mode
+    also times faiss's flat search (BLAS GEMM over the stored vectors) on the same chunks."""
+    import pickle
+
+    import faiss
+
+    from bulk_score import scoring
+    from bulk_score.output import write_atomically
+    from bulk_score.users import UserSource, parse_vectors
+    from index_format.query import Query
+    from index_format.searcher import Searcher
+
+    faiss.omp_set_num_threads(1)
+    searcher = Searcher.open(root, verify=False)
+    source = UserSource.open(users, None)
+    options = scoring.ScoreOptions(k=10, exact=exact)
+
+    def best(step: Any) -> float:
+        times = []
+        for _ in range(3):
+            started = time.process_time()
+            step()
+            times.append(time.process_time() - started)
+        return round(min(times) * 1e6 / count, 2)
+
+    def read() -> list[Any]:
+        return [chunk for _, chunk in zip(range(chunks), source.chunks(batch_size), strict=False)]
+
+    def per_user_path() -> None:
+        """score_chunk as it was before the vectorised path: every user's Hits from `Searcher.hits`."""
+        vectorised = scoring.shared_plan_hits
+        scoring.shared_plan_hits = lambda *_: None
+        try:
+            for chunk in loaded:
+                scoring.score_chunk(searcher, options, chunk)
+        finally:
+            scoring.shared_plan_hits = vectorised
+
+    loaded = read()
+    count = sum(len(chunk) for chunk in loaded)
+    matrices = [parse_vectors(chunk.vectors, searcher.dim).matrix for chunk in loaded]
+    plan = searcher.engine.plan(Query(np.zeros(searcher.dim, np.float32), 10, exact))
+    tables = [scoring.score_chunk(searcher, options, chunk) for chunk in loaded]
+    folder = root.parent / "stage-costs"
+    folder.mkdir(exist_ok=True)
+    result = {
+        "users": count,
+        "batch_size": batch_size,
+        "read_parquet_chunk": best(read),
+        "pickle_round_trip": best(lambda: [pickle.loads(pickle.dumps(chunk, protocol=5)) for chunk in loaded]),
+        "search_only": best(lambda: [searcher.reader.execute(plan, xq, plan.fetch) for xq in matrices]),
+        "score_chunk_vectorised": best(lambda: [scoring.score_chunk(searcher, options, chunk) for chunk in loaded]),
+        "score_chunk_per_user": best(per_user_path),
+        "parquet_encode": best(lambda: [pq.write_table(table, pa.BufferOutputStream()) for table in tables]),
+        "write_part_fsync_wall": 0.0,
+    }
+    started = time.perf_counter()
+    for number, table in enumerate(tables):
+        write_atomically(folder / f"part-{number}.parquet", table)
+    result["write_part_fsync_wall"] = round((time.perf_counter() - started) * 1e6 / count, 2)
+    shutil.rmtree(folder, ignore_errors=True)
+    if exact and searcher.reader.vectors is not None:
+        flat = faiss.IndexFlatIP(searcher.dim)
+        flat.add(np.ascontiguousarray(searcher.reader.vectors))
+        result["faiss_flat_gemm"] = best(lambda: [flat.search(xq, 10) for xq in matrices])
+        del flat
+    LOG.info("per-user CPU µs (%s, batch %d): %s", "exact" if exact else "ann", batch_size, result)
+    return result
+
+
 # ---- HTTP /batch on the same index ---------------------------------------------------------------------------
 
 
 def http_batch(
-    root: Path, users: np.ndarray, work: Path, k: int, duration: float, workers: int
+    root: Path, users: np.ndarray, work: Path, k: int, duration: float, workers: int, connections: Sequence[int]
 ) -> list[dict[str, Any]]:
     port = free_port()
     server = Server(
@@ -221,12 +314,16 @@ def http_batch(
             bodies = write_bodies(
                 work / f"batch-{exact}.jsonl", users[: 8 * HTTP_BATCH], k, exact, batch_size=HTTP_BATCH
             )
-            run_wrk(port, "/batch", bodies, workers, 1, 2.0, 60.0)  # warm-up
-            point = run_wrk(port, "/batch", bodies, workers, 1, duration, 60.0)
-            point.update(mode="exact" if exact else "ann", users_per_request=HTTP_BATCH, server_workers=workers)
-            point["users_per_s"] = round(point["req_per_s"] * HTTP_BATCH, 1)
-            LOG.info("HTTP /batch %s: %.0f users/s (%d errors)", point["mode"], point["users_per_s"], point["non_2xx"])
-            points.append(point)
+            run_wrk(port, "/batch", bodies, max(connections), 1, 2.0, 60.0)  # warm-up
+            for count in connections:
+                point = run_wrk(port, "/batch", bodies, count, 1, duration, 60.0)
+                point.update(mode="exact" if exact else "ann", users_per_request=HTTP_BATCH, server_workers=workers)
+                point["users_per_s"] = round(point["req_per_s"] * HTTP_BATCH, 1)
+                LOG.info(
+                    "HTTP /batch %s c=%d: %.0f users/s (%d errors)",
+                    point["mode"], count, point["users_per_s"], point["non_2xx"],
+                )  # fmt: skip
+                points.append(point)
     finally:
         server.stop()
     return points
@@ -254,10 +351,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--exact-users", type=int, default=0, help="score only the first N users in exact mode (0: all)")
     p.add_argument("--rss-users", type=_ints, default=[], help="also run local (2 processes, ANN) on these user counts")
     p.add_argument("--http-duration", type=float, default=10.0, help="seconds of wrk load per /batch point (0: skip)")
+    p.add_argument("--http-connections", type=_ints, default=[2, 4], help="wrk connections of the /batch points")
+    p.add_argument("--repeat", type=int, default=1, help="gowalla_als: score its users this many times over")
+    p.add_argument("--trials", type=int, default=1, help="runs of each local configuration (the median is reported)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/recsys-bulk-bench"))
     p.add_argument("--data-only", action="store_true", help="synthetic: only generate the items and users files")
-    p.add_argument("--tag")
+    p.add_argument("--stage-costs", action="store_true", help="also time each step of scoring a chunk in-process")
+    p.add_argument("--ray-users", type=int, default=0, help="score only the first N users with Ray (0: all)")
+    p.add_argument("--tag", help="names the work directory (inputs, index) and, by default, the results file")
+    p.add_argument("--result-name", help="results file: bulk_score_<NAME>.json (default: the tag)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     return p
 
@@ -279,15 +382,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = folders["exact"] if mode == "exact" else full
         if "local" in engines:
             for workers in args.workers:
-                runs.append(
-                    run_job(source, root, work / "out", "local", workers, mode == "exact", args.batch_size, [], None)
-                )
+                trials = [
+                    run_job(
+                        source, root, work / "out", "local", workers, mode == "exact", args.batch_size, [], None, args.k
+                    )
+                    for _ in range(args.trials)
+                ]
+                runs.append(median_run(trials))
     if "ray" in engines:
         from benchmarks.ray_local import LocalRayCluster
 
         with LocalRayCluster(nodes=2, cpus=1) as cluster:
             for mode in modes:
                 source = folders["exact"] if mode == "exact" else full
+                if args.ray_users and mode != "exact":
+                    source = folders[str(min(args.ray_users, len(users)))]
                 run = run_job(
                     source,
                     root,
@@ -298,20 +407,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.batch_size,
                     cluster.pids(),
                     cluster.address,
+                    args.k,
                 )
                 run["ray_nodes"] = 2
                 runs.append(run)
     rss_runs = [
-        run_job(folders[str(size)], root, work / "out", "local", 2, False, args.batch_size, [], None)
+        run_job(folders[str(size)], root, work / "out", "local", 2, False, args.batch_size, [], None, args.k)
         for size in args.rss_users
         if size != len(users)
     ]
-    http = http_batch(root, users, work, args.k, args.http_duration, 2) if args.http_duration > 0 else []
+    stages = {}
+    if args.stage_costs:
+        for mode in modes:
+            source = folders["exact"] if mode == "exact" else full
+            stages[mode] = stage_costs(root, source, args.batch_size, mode == "exact")
+    http = []
+    if args.http_duration > 0:
+        http = http_batch(root, users, work, args.k, args.http_duration, 2, args.http_connections)
     ratios = {}
-    for point in http:
-        local2 = [r for r in runs if r["engine"] == "local" and r["workers"] == 2 and r["mode"] == point["mode"]]
-        if local2:
-            ratios[point["mode"]] = round(local2[0]["users_per_s_scoring"] / point["users_per_s"], 2)
+    for mode in modes:
+        best = max((p["users_per_s"] for p in http if p["mode"] == mode), default=0.0)
+        local2 = [r for r in runs if r["engine"] == "local" and r["workers"] == 2 and r["mode"] == mode]
+        if best and local2:
+            ratios[mode] = round(local2[0]["users_per_s_scoring"] / best, 2)
     manifest = json.loads((root / "current" / "manifest.json").read_text())
     result = {
         "benchmark": "bulk_score",
@@ -322,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             k: manifest[k] for k in ("version", "kind", "factory", "count", "dim", "default_params", "recall_at_k")
         },
         "users": len(users),
+        "distinct_users": len(users) // max(args.repeat, 1) if args.dataset == "gowalla_als" else len(users),
+        "trials": args.trials,
         "runs": runs,
         "rss_by_users": [
             {
@@ -335,9 +455,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
         ],
         "http_batch": http,
-        "local2_over_http_batch": ratios,
+        "local2_over_http_batch": ratios,  # local engine, 2 processes, over the better HTTP /batch point
+        "stage_costs_us_per_user": stages,  # --stage-costs: CPU µs per user of each step, one thread
     }
-    path = args.out / f"bulk_score_{args.tag}.json"
+    path = args.out / f"bulk_score_{args.result_name or args.tag}.json"
     write_json(path, result)
     LOG.info("wrote %s; local (2 processes) / HTTP /batch users/s: %s", path, ratios)
     return 0

@@ -79,6 +79,8 @@ def run_job(config: JobConfig, stream: TextIO | None = None) -> dict[str, Any]:
         run_local(work, progress)
     progress.finish()
     finished = time.monotonic()
+    engine_seconds = finished - checked - progress.startup_seconds  # scoring, and stopping the engine
+    scoring_seconds = engine_seconds if progress.scoring_seconds is None else progress.scoring_seconds
     parts = sorted(out.path.glob("part-*.parquet"))
     written = sum(pq.ParquetFile(path).metadata.num_rows for path in parts)
     manifest.update(
@@ -99,9 +101,10 @@ def run_job(config: JobConfig, stream: TextIO | None = None) -> dict[str, Any]:
         timings={
             "checks_seconds": round(checked - started, 3),
             "startup_seconds": round(progress.startup_seconds, 3),
-            "scoring_seconds": round(finished - checked - progress.startup_seconds, 3),
+            "scoring_seconds": round(scoring_seconds, 3),
+            "shutdown_seconds": round(engine_seconds - scoring_seconds, 3),
             "users_scored_this_run": progress.scored,
-            "users_per_second": round(progress.scored / max(finished - checked - progress.startup_seconds, 1e-9), 1),
+            "users_per_second": round(progress.scored / max(scoring_seconds, 1e-9), 1),
             "workers": config.workers,
         },
         completed_at=time.time(),

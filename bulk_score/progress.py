@@ -23,12 +23,17 @@ class Progress:
         self.scored = 0  # users scored by this run: what users/s counts
         self.started = time.monotonic()
         self.startup_seconds = 0.0  # engine start-up before `start_scoring` (0 when the engine does not say)
+        self.scoring_seconds: float | None = None  # from `start_scoring` to `end_scoring` (None: not said)
         self._last = 0.0
 
     def start_scoring(self) -> None:
         """The engine is ready (processes started, index mapped): users/s and ETA count from now."""
         self.startup_seconds = time.monotonic() - self.started
         self.started = time.monotonic()
+
+    def end_scoring(self) -> None:
+        """Every part is written: what follows (stopping the engine) is not counted in users/s."""
+        self.scoring_seconds = time.monotonic() - self.started
 
     def message(self, text: str) -> None:
         if self.tty and self.scored:

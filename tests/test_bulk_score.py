@@ -179,3 +179,33 @@ def test_resume_after_sigkill_gives_the_same_dataset(tmp_path: Path, hnsw_root: 
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["runs"] == 2 and manifest["counts"]["scored"] == 30_000
     assert manifest["timings"]["users_scored_this_run"] == 30_000 - 200 * written
+
+
+@pytest.mark.parametrize(
+    ("exact", "filter", "k"),
+    [(False, {}, 10), (True, {}, 10), (False, {"category": ["drinks", "bulk"]}, 7), (True, {"category": ["bulk"]}, 15)],
+    ids=["ann", "exact", "ann-filter", "exact-filter-fewer-than-k"],
+)
+def test_vectorised_chunk_equals_the_api(
+    ivf_root: Path, str_catalogue: Catalogue, exact: bool, filter: dict[str, list[str]], k: int
+) -> None:
+    """A chunk without exclusions is answered from one plan's result matrix (bulk_score.scoring.shared_plan_hits),
+    padding dropped: the same ids and scores as `Searcher.search`, user by user."""
+    from bulk_score.scoring import ScoreOptions, score_chunk, shared_plan_hits
+    from bulk_score.users import Chunk
+
+    searcher = Searcher.open(ivf_root)
+    vectors = str_catalogue.test_queries[:150]
+    options = ScoreOptions(k=k, exact=exact, filter=filter)
+    assert shared_plan_hits(searcher, options, vectors) is not None  # the vectorised path answers this chunk
+    users = users_table(vectors)
+    table = score_chunk(
+        searcher,
+        options,
+        Chunk("", users.column("user_id").combine_chunks(), users.column("vector").combine_chunks(), None),
+    )
+    expected = searcher.search(vectors, k, exact=exact, filter=filter or None)
+    assert table.column("item_ids").to_pylist() == [r.ids for r in expected]
+    assert table.column("scores").to_pylist() == [r.scores.tolist() for r in expected]
+    if filter == {"category": ["bulk"]}:
+        assert all(len(r.ids) < k for r in expected)  # 12 items qualify: fewer than k, and no padding

@@ -1,7 +1,7 @@
 """One chunk of users → one output table (user_id, item_ids, scores), through `Searcher` (the service's plans).
 
 A chunk's users without exclusions share one plan (made once per chunk by the engine, as for every query); when that
-plan drops nothing after the search (no excluded or delta rows, no offset or score threshold), its (n, k) result
+plan drops nothing after the search (no excluded, hidden or delta rows, no offset or score threshold), its (n, k) result
 matrix is the answer, padding aside, and goes into the output's list columns as flat arrays: no per-user Python
 object. Any other chunk goes through `Searcher.hits`, user by user. Measured on gowalla_als (IVF512, 1,000-user
 chunks), the per-user loop cost ~5 µs of a ~35 µs user.
@@ -74,7 +74,7 @@ def score_chunk(searcher: Searcher, options: ScoreOptions, chunk: Chunk) -> pa.T
         rows, scores, lengths = flat
     offsets = np.zeros(lengths.size + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    ids = searcher.reader.ids[rows]
+    ids = searcher.engine.id_array(rows)  # main rows and delta rows (products added since the build)
     id_type = searcher.reader.manifest.id_type
     item_values = pa.array(ids).cast(pa.string()) if id_type == "str" else pa.array(ids, type=pa.int64())
     user_ids = chunk.user_ids if good.all() else chunk.user_ids.filter(pa.array(good))
@@ -99,7 +99,8 @@ def shared_plan_hits(searcher: Searcher, options: ScoreOptions, xq: F32) -> tupl
         searcher.filter_key(options.filter or None),
     )
     plan = searcher.engine.plan(query)
-    if plan.excluded.size or plan.delta_rows is not None or plan.offset or plan.min_score is not None:
+    dropped = plan.excluded.size or plan.drop is not None or plan.delta_rows is not None
+    if dropped or plan.offset or plan.min_score is not None:
         return None
     xq = searcher.vectors(xq)
     found = searcher.reader.execute(plan, xq, plan.fetch)  # fetch ≤ k: no exclusion to make room for

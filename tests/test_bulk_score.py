@@ -209,3 +209,40 @@ def test_vectorised_chunk_equals_the_api(
     assert table.column("scores").to_pylist() == [r.scores.tolist() for r in expected]
     if filter == {"category": ["bulk"]}:
         assert all(len(r.ids) < k for r in expected)  # 12 items qualify: fewer than k, and no padding
+
+
+def test_hidden_and_added_products_are_scored_as_the_service_answers(
+    tmp_path: Path, pruned_root: Path, int_catalogue: Catalogue
+) -> None:
+    """A root with products added (`index-builder add`) and 1% hidden, among them some users' best products: the
+    output equals the Python API user by user, holds no hidden product, and holds added ones."""
+    import shutil
+
+    from index_builder.__main__ import main as builder_main
+    from index_format import availability
+
+    root = tmp_path / "root"
+    shutil.copytree(pruned_root, root, symlinks=True)
+    rng = np.random.default_rng(4)
+    picked = rng.choice(len(int_catalogue.vectors), 40, replace=False)
+    added = (int_catalogue.vectors[picked] * 1.1).astype(np.float32)
+    added_ids = [10**9 + i for i in range(len(picked))]
+    np.save(tmp_path / "new.npy", added)
+    np.save(tmp_path / "new_ids.npy", np.array(added_ids, dtype=np.int64))
+    assert builder_main(["add", str(root), str(tmp_path / "new.npy"), "--ids", str(tmp_path / "new_ids.npy")]) == 0
+    vectors = int_catalogue.test_queries[:80]
+    best, _ = int_catalogue.brute_force(vectors[:10], 1)
+    hidden = list({*(ids[0] for ids in best), *(int_catalogue.id_of(int(r)) for r in rng.choice(3000, 20))})
+    assert len(hidden) <= 0.05 * len(int_catalogue.vectors)  # hidden rows dropped from a widened fetch
+    availability.change(root, hide=hidden)
+    users = users_table(vectors)
+    out = tmp_path / "out"
+    code = main(
+        [str(write_users(tmp_path / "users.parquet", users)), "--index-root", str(root), "--out", str(out)]
+        + ["--k", "10", "--workers", "1", "--batch-size", "32"]
+    )
+    assert code == 0
+    assert_matches_api(out, Searcher.open(root), users, 10)
+    answered = {item for ids, _ in read_output(out).values() for item in ids}
+    assert not answered & set(hidden)
+    assert answered & set(added_ids)

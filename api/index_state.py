@@ -15,11 +15,8 @@ from api.errors import ApiError
 from api.schemas import RequestRules
 from api.settings import Settings
 from index_format import layout
-from index_format.availability import AvailabilityError
-from index_format.delta import DeltaSegment
 from index_format.engine import SearchIndex
 from index_format.filters import FilterTable
-from index_format.hidden import read_hidden_rows
 from index_format.plan import INLINE_WORK, SearchPolicy
 from index_format.reader import IndexReader
 from index_format.searcher import param_limits as family_param_limits
@@ -143,12 +140,7 @@ def load_index(settings: Settings, version_dir: Path | None = None) -> LoadedInd
         max_exclude=settings.max_exclude,
         max_window=settings.max_window,
     )
-    delta = DeltaSegment.open(version_dir, reader.manifest)
-    try:
-        hidden = read_hidden_rows(reader, settings.index_root, delta.replaced if delta is not None else None)
-    except AvailabilityError as exc:
-        raise layout.FormatError(f"cannot apply the hidden items: {exc}") from exc
-    engine = SearchIndex.of(reader, search_policy(settings, rules.param_limits), hidden, delta)
+    engine = SearchIndex.with_changes(reader, search_policy(settings, rules.param_limits), settings.index_root)
     directory = state_dir(settings.recall_state_dir, settings.index_root)
     apply_saved(engine, directory, settings.recall_max_effort_factor, rules.param_limits)  # raised by live recall
     LOG.info(

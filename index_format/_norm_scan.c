@@ -59,39 +59,22 @@ static inline __attribute__((always_inline)) v8sf pair_sum(v8sf a, v8sf b, v8si 
 }
 
 /* Eight rows at once: eight independent accumulator chains keep both FMA units busy (four chains are latency-bound
- * on 64 dimensions), and one transposing reduction turns the eight accumulators into the eight sums. */
+ * on 64 dimensions), and one transposing reduction turns the eight accumulators into the eight sums. With `next`
+ * (the following 8 consecutive rows, 8 * d floats further; NULL: none), four cache lines of it are requested per
+ * step of 8 dimensions, so the next group arrives evenly while this one is scored. Always inlined: a NULL `next`
+ * is a constant at each call site and its branch compiles away. */
 static inline __attribute__((always_inline)) void dot8(const float *q, const char *const r[8], Py_ssize_t d,
-                                                       float out[8]) {
+                                                       const char *next, float out[8]) {
     v8sf a[8] = {{0}};
     Py_ssize_t j = 0;
     for (; j + 8 <= d; j += 8) {
-        v8sf qv = *(const v8sf *)(q + j);
-        for (int g = 0; g < 8; g++) a[g] += qv * *(const v8sf_u *)((const f32_u *)r[g] + j);
-    }
-    const v8si e1 = {0, 8, 2, 10, 4, 12, 6, 14}, o1 = {1, 9, 3, 11, 5, 13, 7, 15};
-    const v8si e2 = {0, 1, 8, 9, 4, 5, 12, 13}, o2 = {2, 3, 10, 11, 6, 7, 14, 15};
-    const v8si e3 = {0, 1, 2, 3, 8, 9, 10, 11}, o3 = {4, 5, 6, 7, 12, 13, 14, 15};
-    v8sf s01 = pair_sum(a[0], a[1], e1, o1), s23 = pair_sum(a[2], a[3], e1, o1);
-    v8sf s45 = pair_sum(a[4], a[5], e1, o1), s67 = pair_sum(a[6], a[7], e1, o1);
-    v8sf s0123 = pair_sum(s01, s23, e2, o2), s4567 = pair_sum(s45, s67, e2, o2);
-    v8sf sums = pair_sum(s0123, s4567, e3, o3);
-    for (int g = 0; g < 8; g++) out[g] = sums[g];
-    for (; j < d; j++)
-        for (int g = 0; g < 8; g++) out[g] += q[j] * ((const f32_u *)r[g])[j];
-}
-
-/* dot8 over 8 consecutive rows that also prefetches the next 8 (`next`, 8 * d floats further): four cache lines per
- * step of 8 dimensions, so the next group is requested evenly while this one is scored. */
-static inline __attribute__((always_inline)) void dot8_prefetch(const float *q, const char *const r[8], Py_ssize_t d,
-                                                                const char *next, float out[8]) {
-    v8sf a[8] = {{0}};
-    Py_ssize_t j = 0;
-    for (; j + 8 <= d; j += 8) {
-        const char *line = next + j * 32;
-        __builtin_prefetch(line, 0, 0);
-        __builtin_prefetch(line + 64, 0, 0);
-        __builtin_prefetch(line + 128, 0, 0);
-        __builtin_prefetch(line + 192, 0, 0);
+        if (next) {
+            const char *line = next + j * 32;
+            __builtin_prefetch(line, 0, 0);
+            __builtin_prefetch(line + 64, 0, 0);
+            __builtin_prefetch(line + 128, 0, 0);
+            __builtin_prefetch(line + 192, 0, 0);
+        }
         v8sf qv = *(const v8sf *)(q + j);
         for (int g = 0; g < 8; g++) a[g] += qv * *(const v8sf_u *)((const f32_u *)r[g] + j);
     }
@@ -190,7 +173,7 @@ static inline __attribute__((always_inline)) int scan_range_body(const Table *t,
              * the hardware prefetcher learns too late. Measured per single query, interleaved rounds (2026-12-02):
              * instacart (48,688 x 384, unit norms, whole table scanned) 6.8 -> 3.5 ms; synthetic 1M x 64
              * 327 -> 231 us; gowalla_als 12.8 -> 12.4 us. Two groups ahead: instacart 4.5 ms. */
-            dot8_prefetch(st->q, ptr, t->d, base + 8 * rb, scores);
+            dot8(st->q, ptr, t->d, base + 8 * rb, scores);
             st->scanned += 8;
             if (st->size == k) {
                 int beats = 0;
@@ -238,7 +221,7 @@ static inline __attribute__((always_inline)) int scan_range_body(const Table *t,
             return 0;
         }
         if (count == 8) {
-            dot8(st->q, ptr, t->d, scores);
+            dot8(st->q, ptr, t->d, NULL, scores);
         } else {
             for (Py_ssize_t g = 0; g < count; g++) scores[g] = dot(st->q, ptr[g], t->d);
         }

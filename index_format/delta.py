@@ -107,7 +107,8 @@ class DeltaSegment:
             return _NO_SCORES, _NO_ROWS
         if not self.scores_directly(int(rows.size)):
             scores, found = self.search(q, k, rows)
-            return scores[scores > floor], found[scores > floor]
+            above_floor = scores > floor
+            return scores[above_floor], found[above_floor]
         if gathered is None:
             gathered = self.gather(rows)
         vectors = gathered.vectors

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from index_format import layout
+from index_format.availability import AvailabilityError
 from index_format.delta import DeltaSegment, Gathered
 from index_format.filters import FilterTable
-from index_format.hidden import HiddenRows
+from index_format.hidden import HiddenRows, read_hidden_rows
 from index_format.plan import NO_ROWS, ParamsKey, SearchPlan, SearchPolicy, around_hidden, plan_search
 from index_format.query import Query
 from index_format.reader import IndexReader
@@ -69,6 +72,18 @@ class SearchIndex:
         visible = _delta_visible(delta, hidden)
         return cls(reader, table, policy, hidden, delta, visible, _gathered(delta, visible))
 
+    @classmethod
+    def with_changes(cls, reader: IndexReader, policy: SearchPolicy, root: Path) -> SearchIndex:
+        """`of` with the version's delta segment (products added since the full build) and the products hidden at
+        ROOT (availability.json): what the service and the Python API search. Raises layout.FormatError when the
+        availability file cannot be applied."""
+        delta = DeltaSegment.open(reader.version_dir, reader.manifest)
+        try:
+            hidden = read_hidden_rows(reader, root, delta.replaced if delta is not None else None)
+        except AvailabilityError as exc:
+            raise layout.FormatError(f"cannot apply the hidden items: {exc}") from exc
+        return cls.of(reader, policy, hidden, delta)
+
     def with_hidden(self, hidden: HiddenRows) -> SearchIndex:
         visible = _delta_visible(self.delta, hidden)
         return replace(
@@ -77,24 +92,31 @@ class SearchIndex:
 
     # ---- rows of the version: main rows, then delta rows ----------------------------------------------------
 
-    def external_ids(self, rows: I64) -> list[Any]:
+    def _in_delta(self, rows: I64) -> npt.NDArray[np.bool_] | None:
+        """Which of these rows are delta rows; None when none is (no delta, or main rows only: the common case)."""
         delta = self.delta
         if delta is None or not rows.size or int(rows.max()) < delta.base:
+            return None
+        return rows >= delta.base
+
+    def external_ids(self, rows: I64) -> list[Any]:
+        in_delta = self._in_delta(rows)
+        if in_delta is None:
             return self.reader.external_ids(rows)
-        in_delta = rows >= delta.base
+        assert self.delta is not None
         out = np.empty(rows.size, dtype=object)
         out[~in_delta] = self.reader.external_ids(rows[~in_delta])
-        out[in_delta] = delta.external_ids(rows[in_delta] - delta.base)
+        out[in_delta] = self.delta.external_ids(rows[in_delta] - self.delta.base)
         return out.tolist()
 
     def id_array(self, rows: I64) -> npt.NDArray[Any]:
         """The stored ids of rows of the version as one array (int64, or bytes for str ids: decode to str), main rows
         from the index, delta rows from the delta segment; for building columns without a Python object per id."""
-        delta = self.delta
-        if delta is None or not rows.size or int(rows.max()) < delta.base:
+        in_delta = self._in_delta(rows)
+        if in_delta is None:
             return np.asarray(self.reader.ids[rows])
-        in_delta = rows >= delta.base
-        main_ids, delta_ids = self.reader.ids[rows[~in_delta]], delta.ids[rows[in_delta] - delta.base]
+        assert self.delta is not None
+        main_ids, delta_ids = self.reader.ids[rows[~in_delta]], self.delta.ids[rows[in_delta] - self.delta.base]
         out = np.empty(rows.size, dtype=np.result_type(main_ids.dtype, delta_ids.dtype))
         out[~in_delta] = main_ids
         out[in_delta] = delta_ids
@@ -105,25 +127,25 @@ class SearchIndex:
         delta segment), (len(rows), dim) float32."""
         main = self.reader.vectors
         assert main is not None, "this index keeps no row-ordered raw vectors"
-        delta = self.delta
-        if delta is None or not rows.size or int(rows.max()) < delta.base:
+        in_delta = self._in_delta(rows)
+        if in_delta is None:
             return np.asarray(main[rows], dtype=np.float32)
-        in_delta = rows >= delta.base
+        assert self.delta is not None
         out = np.empty((rows.size, self.reader.dim), dtype=np.float32)
         out[~in_delta] = main[rows[~in_delta]]
-        out[in_delta] = delta.vectors[rows[in_delta] - delta.base]
+        out[in_delta] = self.delta.vectors[rows[in_delta] - self.delta.base]
         return out
 
     def metadata_codes_of(self, field_name: str, rows: I64) -> list[int]:
         """The code of `field_name` (an index into manifest.metadata[field_name], -1: none) of each row."""
-        delta = self.delta
         main = self.reader.metadata_codes[field_name]
-        if delta is None or not rows.size or int(rows.max()) < delta.base:
+        in_delta = self._in_delta(rows)
+        if in_delta is None:
             return main[rows].tolist()  # type: ignore[no-any-return]
-        in_delta = rows >= delta.base
+        assert self.delta is not None
         codes = np.empty(rows.size, dtype=np.int64)
         codes[~in_delta] = main[rows[~in_delta]]
-        codes[in_delta] = delta.metadata_codes[field_name][rows[in_delta] - delta.base]
+        codes[in_delta] = self.delta.metadata_codes[field_name][rows[in_delta] - self.delta.base]
         return codes.tolist()
 
     def delta_rows(self, query: Query) -> I64 | None:

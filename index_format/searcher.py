@@ -23,10 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from index_format import layout
-from index_format.availability import AvailabilityError
-from index_format.delta import DeltaSegment
 from index_format.engine import Hits, SearchIndex
-from index_format.hidden import read_hidden_rows
 from index_format.plan import SearchPlan, SearchPolicy
 from index_format.query import FilterKey, Query, filter_key
 from index_format.reader import IndexReader
@@ -109,12 +106,7 @@ class Searcher:
             reader.warm()
         if policy is None:
             policy = SearchPolicy(param_limits=param_limits(reader))
-        delta = DeltaSegment.open(version_dir, reader.manifest)
-        try:  # the products hidden at the root (availability.json), as the service leaves them out
-            hidden = read_hidden_rows(reader, version_dir.parent, delta.replaced if delta is not None else None)
-        except AvailabilityError as exc:
-            raise layout.FormatError(f"cannot apply the hidden items: {exc}") from exc
-        return cls(SearchIndex.of(reader, policy, hidden, delta))
+        return cls(SearchIndex.with_changes(reader, policy, version_dir.parent))
 
     # ---- validation: arguments → queries ---------------------------------------------------------------------
 

@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-READMES = ["README.md", "api/README_API.md", "benchmarks/README.md", "benchmarks/README_http.md", "deploy/README.md"]
+READMES = [
+    "README.md",
+    "api/README_API.md",
+    "benchmarks/README.md",
+    "benchmarks/README_http.md",
+    "benchmarks/README_bulk.md",
+    "deploy/README.md",
+]
 FIGURE = re.compile(r'\[([^\]]+)\]\(([^)\s]*results/[^)\s]+\.json) "([^"]+)"\)')
 NUMBER = re.compile(r"(-?\d[\d,]*(?:\.\d+)?)\s*([kM]?)")
 SCALE = {"": 1.0, "k": 1e3, "M": 1e6}

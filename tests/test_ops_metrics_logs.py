@@ -128,3 +128,59 @@ def test_dead_workers_gauges_are_forgotten(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"")
     assert forget_dead_workers(tmp_path) == [dead]
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"counter_{dead}.db", f"gauge_liveall_{os.getpid()}.db"]
+
+
+MULTIPROCESS_WRITES = """
+import os, sys, threading
+from prometheus_client import Counter
+from api.metrics import Metrics
+from ops_helpers import metric_value
+
+metrics = Metrics(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+other = Counter("other_writer", "incremented by another thread", registry=metrics.registry)
+assert metrics._writer.direct, "ValueWriter fell back to each value's inc: prometheus-client changed?"
+
+def other_thread():  # the live recall thread writes the same files under the same lock
+    for _ in range(20000):
+        other.inc()
+
+thread = threading.Thread(target=other_thread)
+thread.start()
+seconds = [0.0003, 0.004, 0.07, 3.0]
+for i in range(4000):
+    metrics.request_done("/infer", "POST", 200 if i % 4 else 422, seconds[i % 4])
+    metrics.record_search("/batch", seconds[i % 4], ["ann", "exact"], 1 + i % 8)
+    if i % 7 == 0:
+        metrics.flush()
+thread.join()
+text = metrics.render().decode()
+expect = {
+    ("recsys_http_requests_total", (("status", "200"),)): 3000,
+    ("recsys_http_requests_total", (("status", "422"),)): 1000,
+    ("recsys_http_request_duration_seconds_bucket", (("le", "0.005"),)): 2000,
+    ("recsys_http_request_duration_seconds_count", ()): 4000,
+    ("recsys_search_duration_seconds_sum", ()): 1000 * sum(seconds),
+    ("recsys_batch_size_bucket", (("le", "4.0"),)): 2000,
+    ("recsys_queries_total", (("kind", "exact"),)): 4000,
+    ("recsys_worker_requests", ()): 4000,
+    ("other_writer_total", ()): 20000,
+}
+for (name, labels), value in expect.items():
+    got = metric_value(text, name, **dict(labels))
+    assert abs(got - value) < 1e-6 * max(1, value), (name, labels, got, value)
+print("ok")
+"""
+
+
+def test_multiprocess_values_are_written_once_per_flush_and_add_up(tmp_path: Path) -> None:
+    """The request metrics' writer (api/metrics.ValueWriter) writes prometheus-client's multiprocess files itself,
+    under its lock: the merged values equal what was recorded, beside another thread writing the same file."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parent.parent)])
+    done = subprocess.run(
+        [sys.executable, "-c", MULTIPROCESS_WRITES], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -104,6 +104,18 @@ class SearchPlan:
         return self.method in EXACT_METHODS
 
     @property
+    def returns_as_found(self) -> bool:
+        """Whether the search's results are the answer as they are (nothing excluded, dropped, merged, skipped or
+        cut by a threshold; padding aside)."""
+        return (
+            self.drop is None
+            and self.delta_rows is None
+            and not self.excluded.size
+            and not self.offset
+            and self.min_score is None
+        )
+
+    @property
     def group_key(self) -> tuple[Method, int, ParamsKey, int]:
         """Plans with equal keys (same method, same allowed rows, same parameters) are executed together in one
         vectorised search that fetches the most results any of them needs."""

@@ -114,7 +114,7 @@ class IndexReader:
         """External ids (str or int, as given to the builder) of the given rows. Row -1 (a search's padding when
         fewer than k rows qualify) is refused: numpy would read it as the last id."""
         rows = np.asarray(rows)
-        if rows.size and int(rows.min()) < 0:
+        if rows.size and min(rows.ravel().tolist()) < 0:  # the list's min: numpy's costs ~1.5 µs on a few rows
             raise ValueError(f"row {int(rows.min())} is not a row of the index (padding? drop rows < 0 first)")
         picked = self.ids[rows].tolist()
         if self.manifest.id_type == "str":

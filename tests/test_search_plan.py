@@ -106,3 +106,21 @@ def test_exact_plans_equal_brute_force_without_padding(
             assert (hits.rows >= 0).all()
             got = np.sort(scores[[position[id_] for id_ in reader.external_ids(hits.rows)]])[::-1]
             np.testing.assert_allclose(got, truth, rtol=1e-5, atol=1e-5)
+
+
+def test_cached_plans_of_plain_queries_follow_the_effort_in_force(hnsw_root: Path) -> None:
+    """SearchIndex keeps the plans of plain queries (engine._plain_plans): each equals a fresh plan, and a raised
+    effort (api/effort.py replaces engine.effort.params) or another k, offset or exact gives another plan."""
+    reader = open_reader(hnsw_root)
+    engine = SearchIndex.of(reader, SearchPolicy())
+    vector = np.ones(reader.dim, dtype=np.float32)
+    first = engine.plan(Query(vector, K))
+    assert engine.plan(Query(vector, K)) is first and first == plan_search(reader, SearchPolicy(), K)
+    tuned = reader.manifest.default_params["efSearch"]
+    engine.effort.params = (("efSearch", 2 * tuned),)
+    raised = engine.plan(Query(vector, K))
+    assert dict(raised.params) == {"efSearch": 2 * tuned}
+    assert engine.plan(Query(vector, K, offset=3)).fetch == K + 3
+    assert engine.plan(Query(vector, 5)).k == 5 and engine.plan(Query(vector, K, exact=True)).exact
+    excluded = engine.plan(Query(vector, K, exclude=tuple(reader.external_ids(np.arange(2)))))
+    assert excluded.fetch == K + 2 and excluded is not raised  # queries with options are planned each time

@@ -305,15 +305,18 @@ static int get_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t m
 }
 
 PyDoc_STRVAR(scan_doc,
-             "scan(vectors, norms, queries, d, k, rows, out_scores, out_rows) -> rows scored\n\n"
+             "scan(vectors, norms, queries, d, k, rows, out_scores, out_rows, floor=-inf) -> rows scored\n\n"
              "vectors: (N, d) float32 bytes; norms: (N,) float32; queries: (nq, d) float32; rows: None or (n,)\n"
              "ascending int64 row numbers (all < N, checked by the caller); out_scores (nq, k) float32 and out_rows\n"
-             "(nq, k) int64 are filled best first, padded with -inf / -1.");
+             "(nq, k) int64 are filled best first, padded with -inf / -1. floor: only rows scoring above it are\n"
+             "returned, and the scan stops as soon as no row can (the k-th best starts at the floor).");
 
 static PyObject *scan(PyObject *self, PyObject *args) {
     PyObject *vec_obj, *norm_obj, *q_obj, *rows_obj, *os_obj, *or_obj;
     Py_ssize_t d, k;
-    if (!PyArg_ParseTuple(args, "OOOnnOOO:scan", &vec_obj, &norm_obj, &q_obj, &d, &k, &rows_obj, &os_obj, &or_obj))
+    double floor = -INFINITY;
+    if (!PyArg_ParseTuple(args, "OOOnnOOO|d:scan", &vec_obj, &norm_obj, &q_obj, &d, &k, &rows_obj, &os_obj, &or_obj,
+                          &floor))
         return NULL;
     if (d <= 0 || k <= 0) {
         PyErr_SetString(PyExc_ValueError, "d and k must be positive");
@@ -358,11 +361,22 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             for (Py_ssize_t j = 0; j < d; j++) qn += (double)q[j] * q[j];
             Query init = {q, sqrt(qn) * BOUND_SLACK, (float *)osb.buf + (first + i) * k,
                           (int64_t *)orb.buf + (first + i) * k, k, 0, 0, -INFINITY, 0};
+            if (floor > -INFINITY) {
+                /* A full heap of placeholders scoring the floor: a row enters only by beating it, and the bound
+                 * stops the scan at the first row that cannot. */
+                for (Py_ssize_t j = 0; j < k; j++) {
+                    init.hs[j] = (float)floor;
+                    init.hr[j] = -1;
+                }
+                init.size = k;
+                init.kth = (float)floor;
+            }
             group[i] = init;
         }
         status = scan_group(&table, group, count);
         for (Py_ssize_t i = 0; i < count; i++) {
             heap_to_sorted(group[i].hs, group[i].hr, group[i].size, k);
+            for (Py_ssize_t j = k - 1; j >= 0 && group[i].hr[j] < 0; j--) group[i].hs[j] = -INFINITY; /* placeholders */
             scanned += group[i].scanned;
         }
     }

@@ -14,15 +14,14 @@ publishes a version without a delta.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from index_format import layout
-from index_format.norm_scan import norm_scan
+from index_format.norm_scan import norm_scan, norm_scan_batch
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -32,10 +31,6 @@ NORMS_FILE = "delta_norms.npy"
 IDS_FILE = "delta_ids.npy"
 REPLACED_FILE = "delta_replaced.npy"  # main rows (ascending) whose ids the delta holds
 MAX_FRACTION = 0.05  # `add` refuses a delta above this share of the main catalogue and recommends a rebuild
-# Up to this many rows × dims, a query's delta rows are scored with one matrix-vector product (no pruning, no
-# per-block calls); beyond, the norm-ordered scan stops early. On gowalla_als's 1% delta (409 × 64) the product
-# and a partial sort took 4 µs where the scan's call took 11 µs (scratch timing, 2026-12-02).
-DIRECT_WORK = 1 << 20
 
 
 def metadata_codes_file(field_name: str) -> str:
@@ -44,11 +39,6 @@ def metadata_codes_file(field_name: str) -> str:
 
 def is_delta_file(name: str) -> bool:
     return name.startswith("delta_")
-
-
-class Gathered(NamedTuple):
-    vectors: F32  # (n, dim) contiguous copy of some delta rows' vectors
-    neg_norms: F32  # their norms, negated (ascending: rows are stored in descending-norm order)
 
 
 class DeltaSegment:
@@ -88,47 +78,19 @@ class DeltaSegment:
             return [value.decode("utf-8") for value in picked]
         return picked  # type: ignore[no-any-return]
 
-    def scores_directly(self, rows: int) -> bool:
-        return rows * int(self.vectors.shape[1]) <= DIRECT_WORK
-
-    def gather(self, rows: I64) -> Gathered:
-        """What `top` needs of these rows, copied once (for the rows most queries share)."""
-        vectors = np.ascontiguousarray(self.vectors[rows])
-        return Gathered(vectors, -np.asarray(self.norms[rows], dtype=np.float32))
-
-    def top(
-        self, q: F32, k: int, rows: I64, gathered: Gathered | None = None, floor: float = -np.inf
-    ) -> tuple[F32, I64]:
+    def top(self, q: F32, k: int, rows: I64, floor: float = -np.inf) -> tuple[F32, I64]:
         """Exact top-k of one query over the given delta rows (ascending) scoring above `floor`, best first:
-        (scores, global rows). gathered: `gather(rows)` done beforehand; floor: the score a row must beat (the main
-        results' k-th). Rows are stored in descending-norm order, so only the first rows whose norm times ‖q‖
-        reaches the floor can beat it (Cauchy–Schwarz): on gowalla_als's 1% delta, 19 of 409 rows on average."""
+        (scores, global rows). The norm-ordered scan starts with the floor as its k-th best score, so it stops at the
+        first row whose norm times ‖q‖ cannot reach it: on gowalla_als's 1% delta with the main results' k-th score
+        as the floor, ~19 of 409 rows, in one kernel call (numpy's product over those rows took 4 call-bound µs)."""
         if k <= 0 or rows.size == 0:
             return _NO_SCORES, _NO_ROWS
-        if not self.scores_directly(int(rows.size)):
-            scores, found = self.search(q, k, rows)
-            above_floor = scores > floor
-            return scores[above_floor], found[above_floor]
-        if gathered is None:
-            gathered = self.gather(rows)
-        vectors = gathered.vectors
-        if floor > -np.inf:
-            q_norm = math.sqrt(float(np.dot(q, q)))
-            if q_norm > 0:  # rows with -norm < -(floor / ‖q‖), with room for float32 rounding
-                limit = floor / q_norm
-                limit -= abs(limit) * 1e-5
-                count = int(np.searchsorted(gathered.neg_norms, -limit, side="left"))
-                if count == 0:
-                    return _NO_SCORES, _NO_ROWS
-                vectors, rows = vectors[:count], rows[:count]
-        scores = vectors @ q
-        if scores.max() <= floor:  # the common case: one reduction, no index arrays
+        subset = None if rows.size == self.count else rows  # every row: no row list to follow
+        scores, found, _ = norm_scan_batch(self.vectors, self.norms, q[None], min(k, int(rows.size)), subset, floor)
+        if found[0, 0] < 0:  # the common case: no delta row beats the main results
             return _NO_SCORES, _NO_ROWS
-        above = (scores > floor).nonzero()[0]
-        if above.size > k:
-            above = above[np.argpartition(-scores[above], k - 1)[:k]]
-        order = above[np.argsort(-scores[above], kind="stable")]
-        return scores[order].astype(np.float32, copy=False), rows[order] + self.base
+        count = int(np.count_nonzero(found[0] >= 0))  # results are a prefix, padding after
+        return scores[0, :count], found[0, :count] + self.base
 
     def search(self, q: F32, k: int, rows: I64 | None) -> tuple[F32, I64]:
         """Exact top-k of one query over the given delta rows (ascending; None: all): (scores, global rows), best

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from index_format import layout
 from index_format.availability import AvailabilityError
-from index_format.delta import DeltaSegment, Gathered
+from index_format.delta import DeltaSegment
 from index_format.filters import FilterTable
 from index_format.hidden import HiddenRows, read_hidden_rows
 from index_format.plan import NO_ROWS, ParamsKey, SearchPlan, SearchPolicy, around_hidden, plan_search
@@ -58,7 +58,6 @@ class SearchIndex:
     hidden: HiddenRows | None = None
     delta: DeltaSegment | None = None  # products added since the full build (index_format/delta.py)
     delta_visible: I64 | None = None  # ascending delta rows not hidden (None without a delta)
-    delta_visible_gathered: Gathered | None = None  # their vectors and norms, gathered once (for delta.top)
     effort: Effort = field(default_factory=Effort)  # the ANN parameters in force (api/effort.py)
     # Plans of queries without a filter, exclusions, parameters or threshold, by (k, exact, offset, effort): most
     # requests; planning one costs ~2.7 µs of a ~70 µs /infer (benchmarks.asgi_cost). Plans are immutable.
@@ -74,7 +73,7 @@ class SearchIndex:
     ) -> SearchIndex:
         table = FilterTable(reader.metadata_codes, reader.manifest.metadata)
         visible = _delta_visible(delta, hidden)
-        return cls(reader, table, policy, hidden, delta, visible, _gathered(delta, visible))
+        return cls(reader, table, policy, hidden, delta, visible)
 
     @classmethod
     def with_changes(cls, reader: IndexReader, policy: SearchPolicy, root: Path) -> SearchIndex:
@@ -89,19 +88,18 @@ class SearchIndex:
         return cls.of(reader, policy, hidden, delta)
 
     def with_hidden(self, hidden: HiddenRows) -> SearchIndex:
-        visible = _delta_visible(self.delta, hidden)
-        return replace(
-            self, hidden=hidden, delta_visible=visible, delta_visible_gathered=_gathered(self.delta, visible)
-        )
+        return replace(self, hidden=hidden, delta_visible=_delta_visible(self.delta, hidden))
 
     # ---- rows of the version: main rows, then delta rows ----------------------------------------------------
 
     def _in_delta(self, rows: I64) -> npt.NDArray[np.bool_] | None:
         """Which of these rows are delta rows; None when none is (no delta, or main rows only: the common case)."""
         delta = self.delta
-        if delta is None or not rows.size or int(rows.max()) < delta.base:
+        if delta is None or not rows.size:
             return None
-        return rows >= delta.base
+        # A query's ~10 rows: Python's max of the list; numpy's reduction costs ~1.5 µs per call on a few rows.
+        highest = max(rows.ravel().tolist()) if rows.size <= 64 else int(rows.max())
+        return None if highest < delta.base else rows >= delta.base
 
     def external_ids(self, rows: I64) -> list[Any]:
         in_delta = self._in_delta(rows)
@@ -254,40 +252,44 @@ class SearchIndex:
         """One search for plans sharing a group key (one per row of xq), fetching the most any of them needs."""
         fetch = plans[0].fetch if len(plans) == 1 else max(plan.fetch for plan in plans)
         found = self.reader.execute(plans[0], xq, fetch)
-        if len(plans) == 1 and plans[0].returns_as_found:  # the common single query: nothing to drop or merge
+        if len(plans) == 1:  # the common single query, without a pass over all rows for padding
             rows = found.rows[0]
-            if not rows.size or rows[-1] >= 0:  # no padding
+            short = bool(rows.size) and rows[-1] < 0
+            if not short and plans[0].returns_as_found:  # nothing to drop or merge
                 return [Hits(rows, found.scores[0])]
+            return [self._finish(plans[0], xq, 0, rows, found.scores[0], short)]
         # Rows holding padding (-1), found in one pass: faiss pads only a row's tail, so its last column tells.
         padded = (found.rows[:, -1] < 0).tolist() if found.rows.shape[1] else [False] * len(plans)
-        out = []
-        for i, (plan, rows, scores, short) in enumerate(zip(plans, found.rows, found.scores, padded, strict=True)):
-            keep = _kept(plan, rows, short)
-            if keep is not None:
-                if plan.drop is not None and not short and int(np.count_nonzero(keep)) < plan.offset + plan.k:
-                    # Too many hidden rows among the results: search again around them (rare: see hidden_margin).
-                    retry = around_hidden(self.reader, self.policy, plan)
-                    out.append(self._execute([retry], xq[i : i + 1])[0])
-                    continue
-                rows, scores = rows[keep], scores[keep]
-            if plan.delta_rows is not None and plan.delta_rows.size:
-                rows, scores = self._with_delta(plan, xq[i], rows, scores)
-            if plan.offset:
-                rows, scores = rows[plan.offset :], scores[plan.offset :]
-            rows, scores = rows[: plan.k], scores[: plan.k]
-            if plan.min_score is not None:  # scores are best first: the qualifying ones are a prefix
-                kept = int(np.count_nonzero(scores >= plan.min_score))
-                rows, scores = rows[:kept], scores[:kept]
-            out.append(Hits(rows, scores))
-        return out
+        return [
+            self._finish(plan, xq, i, rows, scores, short)
+            for i, (plan, rows, scores, short) in enumerate(zip(plans, found.rows, found.scores, padded, strict=True))
+        ]
+
+    def _finish(self, plan: SearchPlan, xq: F32, i: int, rows: I64, scores: F32, short: bool) -> Hits:
+        """A plan's answer from what its search fetched (row i of xq): exclusions and hidden rows dropped, the
+        delta merged in, the offset skipped, k kept, the threshold applied."""
+        keep = _kept(plan, rows, short)
+        if keep is not None:
+            if plan.drop is not None and not short and int(np.count_nonzero(keep)) < plan.offset + plan.k:
+                # Too many hidden rows among the results: search again around them (rare: see hidden_margin).
+                return self._execute([around_hidden(self.reader, self.policy, plan)], xq[i : i + 1])[0]
+            rows, scores = rows[keep], scores[keep]
+        if plan.delta_rows is not None and plan.delta_rows.size:
+            rows, scores = self._with_delta(plan, xq[i], rows, scores)
+        if plan.offset:
+            rows, scores = rows[plan.offset :], scores[plan.offset :]
+        rows, scores = rows[: plan.k], scores[: plan.k]
+        if plan.min_score is not None:  # scores are best first: the qualifying ones are a prefix
+            kept = int(np.count_nonzero(scores >= plan.min_score))
+            rows, scores = rows[:kept], scores[:kept]
+        return Hits(rows, scores)
 
     def _with_delta(self, plan: SearchPlan, q: F32, rows: I64, scores: F32) -> tuple[I64, F32]:
         """Main results merged with the delta rows that make the cut, exactly (ties: main rows first)."""
         assert self.delta is not None and plan.delta_rows is not None
         wanted = plan.offset + plan.k
         floor = float(scores[wanted - 1]) if rows.size >= wanted else -np.inf  # a delta row must beat this
-        gathered = self.delta_visible_gathered if plan.delta_rows is self.delta_visible else None
-        d_scores, d_rows = self.delta.top(q, wanted, plan.delta_rows, gathered, floor)
+        d_scores, d_rows = self.delta.top(q, wanted, plan.delta_rows, floor)
         if not d_rows.size:
             return rows, scores
         all_rows = np.concatenate([rows, d_rows])
@@ -308,8 +310,9 @@ def _kept(plan: SearchPlan, rows: I64, short: bool) -> npt.NDArray[np.bool_] | N
             keep &= ~plan.drop.mask[np.maximum(rows, 0)]
         return keep
     assert plan.drop is not None
-    hidden = plan.drop.mask[rows]
-    return ~hidden if hidden.any() else None
+    if plan.drop.row_set.isdisjoint(rows.tolist()):  # the common case: none of the results is hidden
+        return None
+    return ~plan.drop.mask[rows]
 
 
 def _delta_visible(delta: DeltaSegment | None, hidden: HiddenRows | None) -> I64 | None:
@@ -320,12 +323,6 @@ def _delta_visible(delta: DeltaSegment | None, hidden: HiddenRows | None) -> I64
         found = delta.local_rows_of_ids(list(hidden.ids))
         rows = rows[~np.isin(rows, found[found >= 0])]
     return rows
-
-
-def _gathered(delta: DeltaSegment | None, rows: I64 | None) -> Gathered | None:
-    if delta is None or rows is None or not delta.scores_directly(int(rows.size)):
-        return None
-    return delta.gather(rows)
 
 
 EMPTY = Hits(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32))

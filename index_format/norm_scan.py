@@ -52,7 +52,9 @@ def norm_scan(vectors: F32, norms: F32, xq: F32, k: int, rows: I64 | None = None
     return scores, found
 
 
-def norm_scan_batch(vectors: F32, norms: F32, xq: F32, k: int, rows: I64 | None = None) -> tuple[F32, I64, int]:
+def norm_scan_batch(
+    vectors: F32, norms: F32, xq: F32, k: int, rows: I64 | None = None, floor: float = -np.inf
+) -> tuple[F32, I64, int]:
     """Exact top-k of ``xq @ vectors[rows].T``.
 
     vectors: (N, d) float32 rows sorted by descending L2 norm (C-contiguous; may be unaligned, e.g. faiss's mapped
@@ -60,6 +62,8 @@ def norm_scan_batch(vectors: F32, norms: F32, xq: F32, k: int, rows: I64 | None 
     rows: optional strictly ascending row numbers to restrict the search to (ascending rows = descending norms).
     Returns (scores (nq, k), rows (nq, k), rows scored over all queries), best first; ties keep the lower row;
     missing results (fewer than k rows) are row -1 with score -inf.
+    floor: only rows scoring above it are returned (the rest is padding), and the scan stops as soon as no row can
+    (a delta segment's scan under the main results' k-th score: index_format/delta.py).
     """
     # Checks cost ~1 µs of a ~10 µs query: dtype identity (builtin dtypes are singletons) instead of equality; the
     # kernel's buffer request refuses non-contiguous vectors and norms (ValueError from numpy).
@@ -79,8 +83,12 @@ def norm_scan_batch(vectors: F32, norms: F32, xq: F32, k: int, rows: I64 | None 
     if _norm_scan is None:
         if not vectors.flags.c_contiguous:
             raise ValueError("ndarray is not C-contiguous")  # as the kernel's buffer request says
-        return norm_scan_numpy.scan(vectors, norms, xq, k, rows)
+        scores, found, scanned = norm_scan_numpy.scan(vectors, norms, xq, k, rows)
+        below = ~(scores > floor)
+        scores[below], found[below] = -np.inf, -1  # best first: the padding stays at the end
+        return scores, found, scanned
     scores = np.empty((nq, k), dtype=np.float32)
     found = np.empty((nq, k), dtype=np.int64)
-    scanned: int = _norm_scan.scan(vectors, norms, xq, d, k, rows, scores, found)
-    return scores, found, scanned
+    if floor > -np.inf:
+        return scores, found, _norm_scan.scan(vectors, norms, xq, d, k, rows, scores, found, floor)
+    return scores, found, _norm_scan.scan(vectors, norms, xq, d, k, rows, scores, found)

@@ -292,8 +292,8 @@ def test_the_python_searcher_sees_the_delta_and_the_hidden_products_as_the_servi
 
 
 def test_delta_top_above_a_floor_equals_brute_force(added: tuple[Path, Catalogue, list[Any], list[Any]]) -> None:
-    """DeltaSegment.top scores only the rows whose norm can reach the floor (rows in descending-norm order): the
-    same rows and scores as brute force over every given row, for floors from none to above every score."""
+    """DeltaSegment.top scans only the rows whose norm can reach the floor (rows in descending-norm order): the same
+    rows and scores as brute force over every given row, for floors from none to above every score."""
     from index_format.delta import DeltaSegment
 
     root, after, _, _ = added
@@ -306,8 +306,7 @@ def test_delta_top_above_a_floor_equals_brute_force(added: tuple[Path, Catalogue
         rows = np.arange(delta.count) if i % 2 else np.sort(rng.choice(delta.count, delta.count // 2, replace=False))
         scores = vectors[rows] @ q.astype(np.float64)
         for floor in (-np.inf, float(np.quantile(scores, 0.5)), float(np.quantile(scores, 0.95)), scores.max() + 1):
-            for gathered in (None, delta.gather(rows)):
-                got_scores, got_rows = delta.top(q, 5, rows, gathered, floor)
-                want = rows[scores > floor][np.argsort(-scores[scores > floor], kind="stable")][:5] + delta.base
-                assert sorted(got_rows.tolist()) == sorted(want.tolist()), (i, floor)
-                assert np.all(np.diff(got_scores) <= 0) and np.all(got_scores > floor)
+            got_scores, got_rows = delta.top(q, 5, rows, floor)
+            want = rows[scores > floor][np.argsort(-scores[scores > floor], kind="stable")][:5] + delta.base
+            assert sorted(got_rows.tolist()) == sorted(want.tolist()), (i, floor)
+            assert np.all(np.diff(got_scores) <= 0) and np.all(got_scores > floor)

@@ -92,6 +92,33 @@ def test_stops_early_on_norm_skewed_rows_and_scans_everything_on_equal_norms() -
     assert scanned_unit > 0.9 * 20 * 20_000  # nothing to prune: the bound never drops below the k-th score
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_a_floor_keeps_only_rows_above_it_and_stops_sooner(seed: int) -> None:
+    """norm_scan_batch(..., floor): the brute-force top-k restricted to scores above the floor (padding for the rest),
+    for floors from below every score to above them all, filtered or not, one query or several; and the kernel
+    scans no more rows than without the floor."""
+    rng = np.random.default_rng(100 + seed)
+    x = rng.standard_normal((3000, 24)) * rng.lognormal(0.0, 1.0, (3000, 1))
+    vectors, norms = sorted_rows(x)
+    xq = rng.standard_normal((4, 24)).astype(np.float32)
+    k = 12
+    for rows in (None, np.sort(rng.choice(3000, 900, replace=False))):
+        true_s, true_i = brute_force(vectors, xq, 3000, rows)
+        _, _, scanned_without = norm_scan_batch(vectors, norms, xq, k, rows)
+        for quantile in (0.0, 0.5, 0.99, 0.9995, 1.0):
+            floor = float(np.quantile(true_s[:, : (3000 if rows is None else 900)], quantile)) + (quantile == 1.0)
+            got_s, got_i, scanned = norm_scan_batch(vectors, norms, xq, k, rows, floor)
+            for qi in range(xq.shape[0]):
+                above = true_s[qi] > floor
+                want = true_i[qi][above][:k]
+                assert got_i[qi, : want.size].tolist() == want.tolist() or np.allclose(
+                    got_s[qi, : want.size], true_s[qi][above][:k], rtol=1e-5, atol=1e-5
+                )
+                assert np.all(got_i[qi, want.size :] == -1) and np.all(np.isneginf(got_s[qi, want.size :]))
+                assert np.all(got_s[qi, : want.size] > floor)
+            assert scanned <= scanned_without
+
+
 def test_ties_keep_the_earlier_row() -> None:
     vectors = np.ones((50, 4), dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1).astype(np.float32)

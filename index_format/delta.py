@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from index_format import layout
-from index_format.norm_scan import norm_scan, norm_scan_batch
+from index_format.norm_scan import norm_scan, scan_checked
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -56,6 +56,8 @@ class DeltaSegment:
         self._row_of = {value: row for row, value in enumerate(self.ids.tolist())}
         if self.vectors.ndim != 2 or self.vectors.shape[1] != manifest.dim or self.norms.shape != (self.count,):
             raise layout.FormatError(f"{version_dir}: delta files do not match the manifest ({manifest.dim} dims)")
+        if self.vectors.dtype != np.float32 or self.norms.dtype != np.float32 or not self.vectors.flags.c_contiguous:
+            raise layout.FormatError(f"{version_dir}: delta vectors and norms must be C-contiguous float32")
 
     @classmethod
     def open(cls, version_dir: Path, manifest: layout.Manifest) -> DeltaSegment | None:
@@ -86,11 +88,11 @@ class DeltaSegment:
         if k <= 0 or rows.size == 0:
             return _NO_SCORES, _NO_ROWS
         subset = None if rows.size == self.count else rows  # every row: no row list to follow
-        scores, found, _ = norm_scan_batch(self.vectors, self.norms, q[None], min(k, int(rows.size)), subset, floor)
-        if found[0, 0] < 0:  # the common case: no delta row beats the main results
+        scores, found = scan_checked(self.vectors, self.norms, q, min(k, int(rows.size)), subset, floor)
+        if found[0] < 0:  # the common case: no delta row beats the main results
             return _NO_SCORES, _NO_ROWS
-        count = int(np.count_nonzero(found[0] >= 0))  # results are a prefix, padding after
-        return scores[0, :count], found[0, :count] + self.base
+        count = int(np.count_nonzero(found >= 0))  # results are a prefix, padding after
+        return scores[:count], found[:count] + self.base
 
     def search(self, q: F32, k: int, rows: I64 | None) -> tuple[F32, I64]:
         """Exact top-k of one query over the given delta rows (ascending; None: all): (scores, global rows), best

@@ -225,12 +225,13 @@ class SearchIndex:
         if plans is None:
             plans = [self.plan(query) for query in queries]
         if len(queries) == 1:
-            return self._execute(plans, queries[0].vector[None])
+            return self._execute(plans, np.ascontiguousarray(queries[0].vector, dtype=np.float32)[None])
         return self.search_matrix(np.stack([query.vector for query in queries]), plans)
 
     def search_matrix(self, xq: F32, plans: Sequence[SearchPlan]) -> list[Hits]:
         """Hits of each row of xq ((n, dim) float32) searched with its plan; rows may share one plan object (bulk
         scoring plans once for every user without exclusions)."""
+        xq = np.ascontiguousarray(xq, dtype=np.float32)  # the delta's scan reads query rows in place
         groups: dict[object, list[int]] = {}
         keys: dict[int, object] = {}  # group key of each distinct plan object, computed once
         for position, plan in enumerate(plans):

@@ -52,6 +52,20 @@ def norm_scan(vectors: F32, norms: F32, xq: F32, k: int, rows: I64 | None = None
     return scores, found
 
 
+def scan_checked(vectors: F32, norms: F32, q: F32, k: int, rows: I64 | None, floor: float) -> tuple[F32, I64]:
+    """`norm_scan_batch` of one query (q: (d,)) for arrays checked once when they were loaded (float32, C-contiguous,
+    matching shapes; rows ascending int64), without the per-call checks: ~0.8 µs for a delta segment's scan under a
+    floor where the checked call costs ~2 µs (index_format/delta.py calls it for every query). Returns (scores (k,),
+    rows (k,)) padded with (-inf, -1). The kernel still refuses buffers it would misread."""
+    if _norm_scan is None:
+        scores, found, _ = norm_scan_batch(vectors, norms, q[None], k, rows, floor)
+        return scores[0], found[0]
+    scores = np.empty(k, dtype=np.float32)
+    found = np.empty(k, dtype=np.int64)
+    _norm_scan.scan(vectors, norms, q, vectors.shape[1], k, rows, scores, found, floor)
+    return scores, found
+
+
 def norm_scan_batch(
     vectors: F32, norms: F32, xq: F32, k: int, rows: I64 | None = None, floor: float = -np.inf
 ) -> tuple[F32, I64, int]:

@@ -136,6 +136,7 @@ typedef struct {
     const float *norms;
     Py_ssize_t n_all, n;
     const int64_t *rows;
+    int64_t offset; /* added to the row numbers written to the results (a delta segment's rows follow the main's) */
 } Table;
 
 /* One query's scan state; its heap lives in the caller's output rows. */
@@ -187,13 +188,13 @@ static inline __attribute__((always_inline)) int scan_range_body(const Table *t,
                 float s = scores[g];
                 if (st->size < k) {
                     st->hs[st->size] = s;
-                    st->hr[st->size] = i + g;
+                    st->hr[st->size] = i + g + t->offset;
                     sift_up(st->hs, st->hr, st->size);
                     st->size++;
                     if (st->size == k) st->kth = st->hs[0];
                 } else if (s > st->kth) {
                     st->hs[0] = s;
-                    st->hr[0] = i + g;
+                    st->hr[0] = i + g + t->offset;
                     sift_down(st->hs, st->hr, k, 0);
                     st->kth = st->hs[0];
                 }
@@ -229,13 +230,13 @@ static inline __attribute__((always_inline)) int scan_range_body(const Table *t,
             float s = scores[g];
             if (st->size < k) {
                 st->hs[st->size] = s;
-                st->hr[st->size] = group[g];
+                st->hr[st->size] = group[g] + t->offset;
                 sift_up(st->hs, st->hr, st->size);
                 st->size++;
                 if (st->size == k) st->kth = st->hs[0];
             } else if (s > st->kth) {
                 st->hs[0] = s;
-                st->hr[0] = group[g];
+                st->hr[0] = group[g] + t->offset;
                 sift_down(st->hs, st->hr, k, 0);
                 st->kth = st->hs[0];
             }
@@ -305,18 +306,21 @@ static int get_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t m
 }
 
 PyDoc_STRVAR(scan_doc,
-             "scan(vectors, norms, queries, d, k, rows, out_scores, out_rows, floor=-inf) -> rows scored\n\n"
+             "scan(vectors, norms, queries, d, k, rows, out_scores, out_rows, seeded=False, offset=0) -> rows scored\n\n"
              "vectors: (N, d) float32 bytes; norms: (N,) float32; queries: (nq, d) float32; rows: None or (n,)\n"
              "ascending int64 row numbers (all < N, checked by the caller); out_scores (nq, k) float32 and out_rows\n"
-             "(nq, k) int64 are filled best first, padded with -inf / -1. floor: only rows scoring above it are\n"
-             "returned, and the scan stops as soon as no row can (the k-th best starts at the floor).");
+             "(nq, k) int64 are filled best first, padded with -inf / -1. seeded: the out arrays already hold each\n"
+             "query's k results to merge with (any order; row -1: a placeholder whose score a row must beat, e.g. a\n"
+             "floor); scanned rows enter only by beating the k-th, and the scan stops as soon as none can. offset:\n"
+             "added to the scanned rows' numbers in the results (ties between equal scores keep the lower number).");
 
 static PyObject *scan(PyObject *self, PyObject *args) {
     PyObject *vec_obj, *norm_obj, *q_obj, *rows_obj, *os_obj, *or_obj;
     Py_ssize_t d, k;
-    double floor = -INFINITY;
-    if (!PyArg_ParseTuple(args, "OOOnnOOO|d:scan", &vec_obj, &norm_obj, &q_obj, &d, &k, &rows_obj, &os_obj, &or_obj,
-                          &floor))
+    int seeded = 0;
+    long long offset = 0;
+    if (!PyArg_ParseTuple(args, "OOOnnOOO|pL:scan", &vec_obj, &norm_obj, &q_obj, &d, &k, &rows_obj, &os_obj, &or_obj,
+                          &seeded, &offset))
         return NULL;
     if (d <= 0 || k <= 0) {
         PyErr_SetString(PyExc_ValueError, "d and k must be positive");
@@ -347,7 +351,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto fail_or;
     }
-    Table table = {(const char *)vec.buf, d * (Py_ssize_t)sizeof(float), d, (const float *)nrm.buf, n_all, n, rows};
+    Table table = {(const char *)vec.buf, d * (Py_ssize_t)sizeof(float), d, (const float *)nrm.buf, n_all, n, rows,
+                   (int64_t)offset};
     Py_ssize_t scanned = 0;
     int status = 0;
     Py_BEGIN_ALLOW_THREADS;
@@ -361,15 +366,12 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             for (Py_ssize_t j = 0; j < d; j++) qn += (double)q[j] * q[j];
             Query init = {q, sqrt(qn) * BOUND_SLACK, (float *)osb.buf + (first + i) * k,
                           (int64_t *)orb.buf + (first + i) * k, k, 0, 0, -INFINITY, 0};
-            if (floor > -INFINITY) {
-                /* A full heap of placeholders scoring the floor: a row enters only by beating it, and the bound
-                 * stops the scan at the first row that cannot. */
-                for (Py_ssize_t j = 0; j < k; j++) {
-                    init.hs[j] = (float)floor;
-                    init.hr[j] = -1;
-                }
+            if (seeded) {
+                /* The output rows already hold k results (row -1: a placeholder) that scanned rows must beat: a full
+                 * heap from the start, so the bound stops the scan at the first row that cannot beat the k-th. */
+                for (Py_ssize_t j = 1; j < k; j++) sift_up(init.hs, init.hr, j);
                 init.size = k;
-                init.kth = (float)floor;
+                init.kth = init.hs[0];
             }
             group[i] = init;
         }

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from index_format import layout
-from index_format.norm_scan import norm_scan, scan_checked
+from index_format.norm_scan import merge_scan, norm_scan
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -82,17 +82,23 @@ class DeltaSegment:
 
     def top(self, q: F32, k: int, rows: I64, floor: float = -np.inf) -> tuple[F32, I64]:
         """Exact top-k of one query over the given delta rows (ascending) scoring above `floor`, best first:
-        (scores, global rows). The norm-ordered scan starts with the floor as its k-th best score, so it stops at the
-        first row whose norm times ‖q‖ cannot reach it: on gowalla_als's 1% delta with the main results' k-th score
-        as the floor, ~19 of 409 rows, in one kernel call (numpy's product over those rows took 4 call-bound µs)."""
+        (scores, global rows). The scan starts with the floor as its k-th best score, so it stops at the first row
+        whose norm times ‖q‖ cannot reach it."""
         if k <= 0 or rows.size == 0:
             return _NO_SCORES, _NO_ROWS
-        subset = None if rows.size == self.count else rows  # every row: no row list to follow
-        scores, found = scan_checked(self.vectors, self.norms, q, min(k, int(rows.size)), subset, floor)
-        if found[0] < 0:  # the common case: no delta row beats the main results
-            return _NO_SCORES, _NO_ROWS
+        k = min(k, int(rows.size))
+        scores, found = np.full(k, floor, dtype=np.float32), np.full(k, -1, dtype=np.int64)
+        self.merge_into(q, scores, found, rows)
         count = int(np.count_nonzero(found >= 0))  # results are a prefix, padding after
-        return scores[:count], found[:count] + self.base
+        return scores[:count], found[:count]
+
+    def merge_into(self, q: F32, scores: F32, rows: I64, delta_rows: I64) -> None:
+        """Merge the given delta rows (ascending) into one query's k results, in place (writable (k,) arrays, best
+        first on return, ties: main rows first): the kernel starts from those results, so it scans only the rows
+        whose norm times ‖q‖ can beat the k-th (on gowalla_als's 1% delta, ~19 of 409 rows) and no merge or sort is
+        left to do in Python."""
+        subset = None if delta_rows.size == self.count else delta_rows  # every row: no row list to follow
+        merge_scan(self.vectors, self.norms, q, scores, rows, subset, self.base)
 
     def search(self, q: F32, k: int, rows: I64 | None) -> tuple[F32, I64]:
         """Exact top-k of one query over the given delta rows (ascending; None: all): (scores, global rows), best

@@ -52,18 +52,17 @@ def norm_scan(vectors: F32, norms: F32, xq: F32, k: int, rows: I64 | None = None
     return scores, found
 
 
-def scan_checked(vectors: F32, norms: F32, q: F32, k: int, rows: I64 | None, floor: float) -> tuple[F32, I64]:
-    """`norm_scan_batch` of one query (q: (d,)) for arrays checked once when they were loaded (float32, C-contiguous,
-    matching shapes; rows ascending int64), without the per-call checks: ~0.8 µs for a delta segment's scan under a
-    floor where the checked call costs ~2 µs (index_format/delta.py calls it for every query). Returns (scores (k,),
-    rows (k,)) padded with (-inf, -1). The kernel still refuses buffers it would misread."""
+def merge_scan(vectors: F32, norms: F32, q: F32, scores: F32, rows: I64, subset: I64 | None, offset: int) -> int:
+    """Merge the rows of ``vectors`` (or of its ascending `subset`) into one query's top-k, in place: `scores` and
+    `rows` ((k,) float32 / int64, writable, best first on return) hold k results to start from (row -1: a placeholder
+    to beat, e.g. a floor); a scanned row enters only by beating the k-th, numbered row + `offset`, and the scan stops
+    at the first row whose norm cannot. For arrays checked once when loaded (float32, C-contiguous, matching shapes):
+    a delta segment's scan after the main search costs ~0.8 µs where a checked call costs ~2 µs. Returns the rows
+    scored. The kernel still refuses buffers it would misread."""
     if _norm_scan is None:
-        scores, found, _ = norm_scan_batch(vectors, norms, q[None], k, rows, floor)
-        return scores[0], found[0]
-    scores = np.empty(k, dtype=np.float32)
-    found = np.empty(k, dtype=np.int64)
-    _norm_scan.scan(vectors, norms, q, vectors.shape[1], k, rows, scores, found, floor)
-    return scores, found
+        return norm_scan_numpy.merge(vectors, norms, q, scores, rows, subset, offset)
+    scanned: int = _norm_scan.scan(vectors, norms, q, vectors.shape[1], scores.size, subset, scores, rows, True, offset)
+    return scanned
 
 
 def norm_scan_batch(
@@ -101,8 +100,9 @@ def norm_scan_batch(
         below = ~(scores > floor)
         scores[below], found[below] = -np.inf, -1  # best first: the padding stays at the end
         return scores, found, scanned
+    if floor > -np.inf:  # placeholders scoring the floor: rows must beat them
+        scores, found = np.full((nq, k), floor, dtype=np.float32), np.full((nq, k), -1, dtype=np.int64)
+        return scores, found, _norm_scan.scan(vectors, norms, xq, d, k, rows, scores, found, True)
     scores = np.empty((nq, k), dtype=np.float32)
     found = np.empty((nq, k), dtype=np.int64)
-    if floor > -np.inf:
-        return scores, found, _norm_scan.scan(vectors, norms, xq, d, k, rows, scores, found, floor)
     return scores, found, _norm_scan.scan(vectors, norms, xq, d, k, rows, scores, found)

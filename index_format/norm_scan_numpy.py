@@ -66,3 +66,19 @@ def _scan_one(vectors: F32, norms: F32, q: F32, k: int, rows: I64 | None) -> tup
         start = stop
     order = np.lexsort((cand_i, -cand_s))
     return cand_s[order], cand_i[order], start
+
+
+def merge(vectors: F32, norms: F32, q: F32, scores: F32, rows: I64, subset: I64 | None, offset: int) -> int:
+    """`norm_scan.merge_scan` without the kernel: every given row scored, merged by (score desc, row asc)."""
+    candidates = np.arange(vectors.shape[0], dtype=np.int64) if subset is None else subset
+    scanned_scores = (vectors[candidates] @ q).astype(np.float32)
+    all_scores = np.concatenate([scores, scanned_scores])
+    all_rows = np.concatenate([rows, candidates + offset])
+    real = all_rows >= 0
+    order = np.lexsort((np.where(real, all_rows, -1), -all_scores))[: scores.size]
+    # a placeholder (row -1) is only a bar to beat: it is never returned as a result
+    scores[:], rows[:] = all_scores[order], all_rows[order]
+    rows[scores == -np.inf] = -1
+    placeholder = rows < 0
+    scores[placeholder] = -np.inf
+    return int(candidates.size)

@@ -24,6 +24,7 @@ import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -103,17 +104,17 @@ class SearchPlan:
     def exact(self) -> bool:
         return self.method in EXACT_METHODS
 
-    @property
+    @cached_property
     def returns_as_found(self) -> bool:
         """Whether the search's results are the answer as they are (nothing excluded, dropped, merged, skipped or
-        cut by a threshold; padding aside)."""
-        return (
-            self.drop is None
-            and self.delta_rows is None
-            and not self.excluded.size
-            and not self.offset
-            and self.min_score is None
-        )
+        cut by a threshold; padding aside). Cached: plans of plain queries are reused (SearchIndex.plan)."""
+        return self.drop is None and self.delta_rows is None and self.only_drops_or_merges
+
+    @cached_property
+    def only_drops_or_merges(self) -> bool:
+        """Whether the answer is the search's results with at most hidden rows dropped and the delta merged in (no
+        exclusions, offset or threshold): the single-query fast path of a changed catalogue (engine._execute)."""
+        return not self.excluded.size and not self.offset and self.min_score is None
 
     @property
     def group_key(self) -> tuple[Method, int, ParamsKey, int]:

@@ -11,7 +11,7 @@ import numpy.typing as npt
 import pytest
 
 from index_format import norm_scan as norm_scan_module
-from index_format.norm_scan import norm_scan, norm_scan_batch
+from index_format.norm_scan import merge_scan, norm_scan, norm_scan_batch
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -117,6 +117,35 @@ def test_a_floor_keeps_only_rows_above_it_and_stops_sooner(seed: int) -> None:
                 assert np.all(got_i[qi, want.size :] == -1) and np.all(np.isneginf(got_s[qi, want.size :]))
                 assert np.all(got_s[qi, : want.size] > floor)
             assert scanned <= scanned_without
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_merge_scan_merges_rows_into_given_results(seed: int) -> None:
+    """merge_scan (a delta segment merged into the main results): the k best of (given results ∪ scanned rows
+    numbered + offset), ties keeping the lower number, equal to brute force over both; given placeholders (row -1)
+    are bars to beat, never results; a subset of the scanned rows is honoured."""
+    rng = np.random.default_rng(200 + seed)
+    x = rng.standard_normal((400, 16)) * rng.lognormal(0.0, 1.0, (400, 1))
+    vectors, norms = sorted_rows(x)
+    main = rng.standard_normal((5000, 16)).astype(np.float32) * 2
+    offset, k = 5000, 10
+    for trial in range(20):
+        q = rng.standard_normal(16).astype(np.float32)
+        subset = np.sort(rng.choice(400, 150, replace=False)) if trial % 2 else None
+        main_scores = main @ q
+        best = np.argsort(-main_scores, kind="stable")[:k]
+        scores, rows = main_scores[best].astype(np.float32), best.astype(np.int64)
+        if trial % 5 == 4:  # a short main answer: placeholders at the tail
+            scores[7:], rows[7:] = -np.inf, -1
+        pool_rows = np.concatenate([rows[rows >= 0], (np.arange(400) if subset is None else subset) + offset])
+        pool_scores = np.concatenate([scores[rows >= 0], vectors[pool_rows[(rows >= 0).sum() :] - offset] @ q])
+        order = np.lexsort((pool_rows, -pool_scores))[:k]
+        merge_scan(vectors, norms, q, scores, rows, subset, offset)
+        np.testing.assert_allclose(scores, pool_scores[order], rtol=1e-5, atol=1e-5)
+        assert sorted(rows.tolist()) == sorted(pool_rows[order].tolist()) or np.allclose(
+            np.sort(scores), np.sort(pool_scores[order]), rtol=1e-6
+        )
+        assert np.all(np.diff(scores) <= 0) and np.all(rows >= 0)
 
 
 def test_ties_keep_the_earlier_row() -> None:

@@ -137,9 +137,10 @@ def simultaneous_rounds(servers: dict[str, Server], bodies: Path, args: argparse
     points: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
     with ThreadPoolExecutor(len(servers)) as pool:
         for round_ in range(args.rounds):
-            running = {
+            order = list(servers.items()) if round_ % 2 == 0 else list(servers.items())[::-1]
+            running = {  # which wrk starts first alternates too (a run of one server against itself: ±2%)
                 name: pool.submit(run_wrk, server.port, "/infer", bodies, args.concurrency, 1, args.duration, 5.0)
-                for name, server in servers.items()
+                for name, server in order
             }
             for name, future in running.items():
                 point = future.result()

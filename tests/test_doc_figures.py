@@ -82,3 +82,33 @@ def test_each_quoted_figure_matches_its_results_file(where: str, shown: str, pat
 def test_the_checker_catches_a_wrong_figure() -> None:
     assert matches("18.7k", 18653) and matches("4.0×", 4.01) and matches("2.0M", 2009286) and matches("0", 0)
     assert not matches("18.7k", 18753) and not matches("25.4k", 18653) and not matches("0.955", 0.9538)
+
+
+def test_refresh_writes_a_new_value_as_the_old_one_was_written(tmp_path: Path) -> None:
+    """benchmarks/refresh_figures.py rewrites a figure from its results file at the precision and in the form shown,
+    leaves code blocks and other files' figures alone, and its output passes the check above."""
+    import sys
+
+    sys.path.insert(0, str(REPO))  # benchmarks/ is not an installed package
+    from benchmarks.refresh_figures import formatted, refresh
+
+    assert formatted("16.3k", 24207.2) == "24.2k"
+    assert formatted("5,292", 7991.34) == "7,991"
+    assert formatted("0.79×", 0.90876) == "0.91×"
+    assert formatted("805", 915.9) == "916"
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "a.json").write_text(json.dumps({"runs": [{"qps": 18_650.0, "ratio": 0.912}]}))
+    (results / "b.json").write_text(json.dumps({"x": 2.0}))
+    text = (
+        'QPS [17.0k](results/a.json "runs.0.qps"), ratio [0.79](results/a.json "runs.0.ratio"), '
+        'other [1.0](results/b.json "x")\n```\n[1](results/a.json "runs.0.qps")\n```'
+    )
+    new, changes = refresh(text, tmp_path, {"a.json"})
+    assert new.splitlines()[0] == (
+        'QPS [18.6k](results/a.json "runs.0.qps"), ratio [0.91](results/a.json "runs.0.ratio"), '
+        'other [1.0](results/b.json "x")'
+    )
+    assert new.splitlines()[2] == '[1](results/a.json "runs.0.qps")' and len(changes) == 2
+    for shown, _, key in FIGURE.findall(new.splitlines()[0])[:2]:
+        assert matches(shown, float(lookup(json.loads((results / "a.json").read_text()), key)))

@@ -7,21 +7,15 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-READMES = [
-    "README.md",
-    "api/README_API.md",
-    "benchmarks/README.md",
-    "benchmarks/README_http.md",
-    "benchmarks/README_bulk.md",
-    "deploy/README.md",
-]
-FIGURE = re.compile(r'\[([^\]]+)\]\(([^)\s]*results/[^)\s]+\.json) "([^"]+)"\)')
+sys.path.insert(0, str(REPO))  # benchmarks/ is not an installed package
+from benchmarks.refresh_figures import FIGURE, READMES, formatted, lookup, refresh  # noqa: E402
+
 NUMBER = re.compile(r"(-?\d[\d,]*(?:\.\d+)?)\s*([kM]?)")
 SCALE = {"": 1.0, "k": 1e3, "M": 1e6}
 
@@ -39,13 +33,6 @@ def figures() -> list[tuple[str, str, Path, str]]:
             for shown, target, key in FIGURE.findall(line):
                 found.append((f"{name}:{line_number}", shown, (readme.parent / target).resolve(), key))
     return found
-
-
-def lookup(data: Any, key: str) -> Any:
-    """A dotted key; numbers index lists: "runs.1.points.5.p99_ms"."""
-    for part in key.split("."):
-        data = data[int(part)] if isinstance(data, list) else data[part]
-    return data
 
 
 def matches(shown: str, value: float) -> bool:
@@ -87,11 +74,6 @@ def test_the_checker_catches_a_wrong_figure() -> None:
 def test_refresh_writes_a_new_value_as_the_old_one_was_written(tmp_path: Path) -> None:
     """benchmarks/refresh_figures.py rewrites a figure from its results file at the precision and in the form shown,
     leaves code blocks and other files' figures alone, and its output passes the check above."""
-    import sys
-
-    sys.path.insert(0, str(REPO))  # benchmarks/ is not an installed package
-    from benchmarks.refresh_figures import formatted, refresh
-
     assert formatted("16.3k", 24207.2) == "24.2k"
     assert formatted("5,292", 7991.34) == "7,991"
     assert formatted("0.79×", 0.90876) == "0.91×"

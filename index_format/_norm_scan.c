@@ -356,12 +356,14 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     Py_ssize_t scanned = 0;
     int status = 0;
     Py_BEGIN_ALLOW_THREADS;
-    memset(copies, 0, (size_t)(GROUP_QUERIES * padded) * sizeof(float));
     for (Py_ssize_t first = 0; first < nq && status == 0; first += GROUP_QUERIES) {
         Py_ssize_t count = nq - first < GROUP_QUERIES ? nq - first : GROUP_QUERIES;
         for (Py_ssize_t i = 0; i < count; i++) {
             float *q = copies + i * padded;
             memcpy(q, (const float *)qb.buf + (first + i) * d, (size_t)d * sizeof(float));
+            /* only the padding up to a multiple of 8 is read beyond d (zeroing all 16 copies was 4 KB of memset per
+             * call: 12% of the extra instructions of a search that also merges a delta, callgrind) */
+            memset(q + d, 0, (size_t)(padded - d) * sizeof(float));
             double qn = 0.0;
             for (Py_ssize_t j = 0; j < d; j++) qn += (double)q[j] * q[j];
             Query init = {q, sqrt(qn) * BOUND_SLACK, (float *)osb.buf + (first + i) * k,

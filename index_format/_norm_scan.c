@@ -414,7 +414,143 @@ fail_vec:
     return NULL;
 }
 
+
+PyDoc_STRVAR(finish_doc,
+             "finish(rows, scores, k, hidden, vectors, norms, q, subset, offset, out_scores, out_rows) -> count\n\n"
+             "One query's answer from what its main search fetched, in one call: rows (n,) int64 and scores (n,)\n"
+             "float32 best first (row -1: padding); hidden: None or a (N_main,) bool mask of rows to drop; the first k\n"
+             "kept rows go to out_scores / out_rows ((k,), writable); then, when vectors is not None, the delta\n"
+             "segment (vectors (m, d) float32 by descending norm, norms (m,), q (d,), subset None or ascending rows)\n"
+             "is merged in as scan(..., seeded=True, offset) does. Returns the results (a prefix; padding after), or\n"
+             "-1 when the hidden rows left fewer than k of an unpadded fetch (search again around them).");
+
+static PyObject *finish(PyObject *self, PyObject *args) {
+    PyObject *rows_obj, *scores_obj, *hidden_obj, *vec_obj, *norm_obj, *q_obj, *subset_obj, *os_obj, *or_obj;
+    Py_ssize_t k;
+    long long offset;
+    if (!PyArg_ParseTuple(args, "OOnOOOOOLOO:finish", &rows_obj, &scores_obj, &k, &hidden_obj, &vec_obj, &norm_obj,
+                          &q_obj, &subset_obj, &offset, &os_obj, &or_obj))
+        return NULL;
+    if (k <= 0) {
+        PyErr_SetString(PyExc_ValueError, "k must be positive");
+        return NULL;
+    }
+    Py_buffer rb, sb, hb = {0}, osb, orb;
+    if (get_buffer(rows_obj, &rb, 0, 0, "rows") < 0) return NULL;
+    Py_ssize_t n = rb.len / (Py_ssize_t)sizeof(int64_t);
+    if (get_buffer(scores_obj, &sb, 0, n * (Py_ssize_t)sizeof(float), "scores") < 0) goto fail_rows;
+    int have_hidden = hidden_obj != Py_None;
+    if (have_hidden && get_buffer(hidden_obj, &hb, 0, 0, "hidden") < 0) goto fail_scores;
+    if (get_buffer(os_obj, &osb, 1, k * (Py_ssize_t)sizeof(float), "out_scores") < 0) goto fail_hidden;
+    if (get_buffer(or_obj, &orb, 1, k * (Py_ssize_t)sizeof(int64_t), "out_rows") < 0) goto fail_os;
+
+    const int64_t *rows = (const int64_t *)rb.buf;
+    const float *scores = (const float *)sb.buf;
+    const unsigned char *hidden = have_hidden ? (const unsigned char *)hb.buf : NULL;
+    float *hs = (float *)osb.buf;
+    int64_t *hr = (int64_t *)orb.buf;
+    Py_ssize_t kept = 0, i = 0;
+    int padded = 0;
+    for (; i < n && kept < k; i++) {
+        int64_t row = rows[i];
+        if (row < 0) {
+            padded = 1;
+            break;
+        }
+        if (hidden && (row >= hb.len || hidden[row])) continue;
+        hs[kept] = scores[i];
+        hr[kept] = row;
+        kept++;
+    }
+    Py_ssize_t result = kept;
+    if (kept < k && !padded && n > 0 && i == n && rows[n - 1] >= 0 && hidden) {
+        result = -1; /* hidden rows took places of an unpadded fetch: the caller searches again around them */
+        goto done;
+    }
+    for (Py_ssize_t j = kept; j < k; j++) {
+        hs[j] = -INFINITY;
+        hr[j] = -1;
+    }
+    if (vec_obj != Py_None) {
+        Py_buffer vb, nb, qb, subb = {0};
+        if (get_buffer(q_obj, &qb, 0, 0, "q") < 0) goto fail_or;
+        Py_ssize_t d = qb.len / (Py_ssize_t)sizeof(float);
+        if (d <= 0 || get_buffer(vec_obj, &vb, 0, 0, "vectors") < 0) {
+            if (d <= 0) PyErr_SetString(PyExc_ValueError, "q is empty");
+            PyBuffer_Release(&qb);
+            goto fail_or;
+        }
+        Py_ssize_t m = vb.len / (d * (Py_ssize_t)sizeof(float));
+        if (get_buffer(norm_obj, &nb, 0, m * (Py_ssize_t)sizeof(float), "norms") < 0) {
+            PyBuffer_Release(&vb);
+            PyBuffer_Release(&qb);
+            goto fail_or;
+        }
+        const int64_t *subset = NULL;
+        Py_ssize_t count = m;
+        if (subset_obj != Py_None) {
+            if (get_buffer(subset_obj, &subb, 0, 0, "subset") < 0) {
+                PyBuffer_Release(&nb);
+                PyBuffer_Release(&vb);
+                PyBuffer_Release(&qb);
+                goto fail_or;
+            }
+            subset = (const int64_t *)subb.buf;
+            count = subb.len / (Py_ssize_t)sizeof(int64_t);
+        }
+        Py_ssize_t pad = (d + 7) / 8 * 8;
+        float *copy = aligned_alloc(32, (size_t)pad * sizeof(float));
+        int status = 0;
+        if (!copy) {
+            PyErr_NoMemory();
+            status = -2;
+        } else {
+            memcpy(copy, qb.buf, (size_t)d * sizeof(float));
+            memset(copy + d, 0, (size_t)(pad - d) * sizeof(float));
+            double qn = 0.0;
+            for (Py_ssize_t j = 0; j < d; j++) qn += (double)copy[j] * copy[j];
+            Table table = {(const char *)vb.buf, d * (Py_ssize_t)sizeof(float), d, (const float *)nb.buf, m, count,
+                           subset, (int64_t)offset};
+            Query st = {copy, sqrt(qn) * BOUND_SLACK, hs, hr, k, k, 0, 0.0f, 0};
+            for (Py_ssize_t j = 1; j < k; j++) sift_up(hs, hr, j);
+            st.kth = hs[0];
+            status = scan_range(&table, &st, 0, count);
+            heap_to_sorted(hs, hr, k, k);
+            for (Py_ssize_t j = k - 1; j >= 0 && hr[j] < 0; j--) hs[j] = -INFINITY;
+            free(copy);
+        }
+        if (subset) PyBuffer_Release(&subb);
+        PyBuffer_Release(&nb);
+        PyBuffer_Release(&vb);
+        PyBuffer_Release(&qb);
+        if (status == -1) PyErr_Format(PyExc_ValueError, "subset must be strictly ascending rows in [0, %zd)", m);
+        if (status < 0) goto fail_or;
+        result = 0;
+        while (result < k && hr[result] >= 0) result++;
+    }
+done:
+    PyBuffer_Release(&orb);
+    PyBuffer_Release(&osb);
+    if (have_hidden) PyBuffer_Release(&hb);
+    PyBuffer_Release(&sb);
+    PyBuffer_Release(&rb);
+    return PyLong_FromSsize_t(result);
+
+fail_or:
+    PyBuffer_Release(&orb);
+fail_os:
+    PyBuffer_Release(&osb);
+fail_hidden:
+    if (have_hidden) PyBuffer_Release(&hb);
+fail_scores:
+    PyBuffer_Release(&sb);
+fail_rows:
+    PyBuffer_Release(&rb);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"finish", finish, METH_VARARGS, finish_doc},
     {"scan", scan, METH_VARARGS, scan_doc},
     {NULL, NULL, 0, NULL},
 };

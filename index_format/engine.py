@@ -22,6 +22,7 @@ from index_format.availability import AvailabilityError
 from index_format.delta import DeltaSegment
 from index_format.filters import FilterTable
 from index_format.hidden import HiddenRows, read_hidden_rows
+from index_format.norm_scan import FINISH_IN_KERNEL, finish_one
 from index_format.plan import NO_ROWS, ParamsKey, SearchPlan, SearchPolicy, around_hidden, plan_search
 from index_format.query import Query
 from index_format.reader import IndexReader
@@ -258,17 +259,10 @@ class SearchIndex:
             short = bool(rows.size) and rows[-1] < 0
             if not short and plan.returns_as_found:  # nothing to drop or merge
                 return [Hits(rows, scores)]
-            if not short and plan.only_drops_or_merges and rows.size >= plan.k:
-                # A changed catalogue's common query, inline (each call layer costs ~1 µs in a ~10 µs budget):
-                # none of its results hidden (else the general path), the delta merged by the kernel in place.
-                if plan.drop is None or plan.drop.row_set.isdisjoint(rows.tolist()):
-                    k = plan.k
-                    if plan.delta_rows is None or not plan.delta_rows.size:
-                        return [Hits(rows[:k], scores[:k])]
-                    assert self.delta is not None
-                    merged_scores, merged_rows = scores[:k].copy(), rows[:k].copy()
-                    self.delta.merge_into(xq[0], merged_scores, merged_rows, plan.delta_rows)
-                    return [Hits(merged_rows, merged_scores)]
+            if plan.only_drops_or_merges and FINISH_IN_KERNEL:  # a changed catalogue's common query: one C call
+                finished = self._finish_in_kernel(plan, xq[0], rows, scores)
+                if finished is not None:
+                    return [finished]
             return [self._finish(plan, xq, 0, rows, scores, short)]
         # Rows holding padding (-1), found in one pass: faiss pads only a row's tail, so its last column tells.
         padded = (found.rows[:, -1] < 0).tolist() if found.rows.shape[1] else [False] * len(plans)
@@ -276,6 +270,18 @@ class SearchIndex:
             self._finish(plan, xq, i, rows, scores, short)
             for i, (plan, rows, scores, short) in enumerate(zip(plans, found.rows, found.scores, padded, strict=True))
         ]
+
+    def _finish_in_kernel(self, plan: SearchPlan, q: F32, rows: I64, scores: F32) -> Hits | None:
+        """`_finish` for a plan that only drops hidden rows and merges the delta, done by the kernel (norm_scan.
+        finish_one); None when hidden rows left it short (the general path searches again around them)."""
+        delta = None
+        if plan.delta_rows is not None and plan.delta_rows.size:
+            assert self.delta is not None
+            subset = None if plan.delta_rows.size == self.delta.count else plan.delta_rows
+            delta = (self.delta.vectors, self.delta.norms, subset, self.delta.base)
+        hidden = plan.drop.mask if plan.drop is not None else None
+        found = finish_one(rows, scores, plan.k, hidden, delta, q)
+        return None if found is None else Hits(found[1], found[0])
 
     def _finish(self, plan: SearchPlan, xq: F32, i: int, rows: I64, scores: F32, short: bool) -> Hits:
         """A plan's answer from what its search fetched (row i of xq): exclusions and hidden rows dropped, the

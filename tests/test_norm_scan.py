@@ -11,7 +11,7 @@ import numpy.typing as npt
 import pytest
 
 from index_format import norm_scan as norm_scan_module
-from index_format.norm_scan import merge_scan, norm_scan, norm_scan_batch
+from index_format.norm_scan import FINISH_IN_KERNEL, finish_one, merge_scan, norm_scan, norm_scan_batch
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -146,6 +146,49 @@ def test_merge_scan_merges_rows_into_given_results(seed: int) -> None:
             np.sort(scores), np.sort(pool_scores[order]), rtol=1e-6
         )
         assert np.all(np.diff(scores) <= 0) and np.all(rows >= 0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_finish_one_drops_hidden_rows_and_merges_the_delta(seed: int, kernel: str) -> None:
+    """finish_one (a changed catalogue's query finished in one kernel call): the first k fetched rows not hidden,
+    merged with the delta (rows numbered + offset), equals brute force over (fetched rows not hidden) ∪ delta; a
+    fetch left short by hidden rows asks for a second search (None); a padded fetch is answered with what exists."""
+    if kernel == "numpy" or not FINISH_IN_KERNEL:
+        pytest.skip("finish_one is the kernel's (the engine's Python path covers the numpy fallback)")
+    rng = np.random.default_rng(300 + seed)
+    delta_x = rng.standard_normal((300, 16)) * rng.lognormal(0.0, 1.0, (300, 1))
+    vectors, norms = sorted_rows(delta_x)
+    main = (rng.standard_normal((4000, 16)) * 2).astype(np.float32)
+    hidden = np.zeros(4000, dtype=bool)
+    hidden[rng.choice(4000, 400, replace=False)] = True
+    k, offset = 10, 4000
+    for trial in range(30):
+        q = rng.standard_normal(16).astype(np.float32)
+        fetch = 13
+        order = np.argsort(-(main @ q), kind="stable")[:fetch]
+        rows, scores = order.astype(np.int64), (main @ q)[order].astype(np.float32)
+        if trial % 6 == 5:  # a short fetch: padding at the tail
+            rows[8:], scores[8:] = -1, -np.inf
+        subset = np.sort(rng.choice(300, 120, replace=False)) if trial % 2 else None
+        with_delta = trial % 3 != 0
+        delta = (vectors, norms, subset, offset) if with_delta else None
+        got = finish_one(rows, scores, k, hidden, delta, q)
+        real = rows >= 0
+        visible = real & ~hidden[np.maximum(rows, 0)]
+        if visible.sum() < k and real.all():
+            assert got is None  # hidden rows took places of a full fetch
+            continue
+        assert got is not None
+        pool_rows, pool_scores = rows[visible][:k], scores[visible][:k]
+        if with_delta:
+            candidates = np.arange(300) if subset is None else subset
+            pool_rows = np.concatenate([pool_rows, candidates + offset])
+            pool_scores = np.concatenate([pool_scores, vectors[candidates] @ q])
+        want = np.lexsort((pool_rows, -pool_scores))[:k]
+        got_scores, got_rows = got
+        np.testing.assert_allclose(got_scores, pool_scores[want], rtol=1e-5, atol=1e-5)
+        assert got_rows.size == min(k, pool_rows.size) and np.all(got_rows >= 0)
+        assert not np.any(hidden[got_rows[got_rows < offset]])
 
 
 def test_ties_keep_the_earlier_row() -> None:

@@ -152,10 +152,14 @@ def simultaneous_rounds(servers: dict[str, Server], bodies: Path, args: argparse
                 points["plain"][-1]["req_per_s"],
                 points["changed"][-1]["req_per_s"],
             )
+    return {"points": points, **ratios(points)}
+
+
+def ratios(points: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Mean req/s of each server, the ratio of the means, and the per-round ratios with their median."""
     mean = {name: float(np.mean([pt["req_per_s"] for pt in pts])) for name, pts in points.items()}
     per_round = [c["req_per_s"] / p["req_per_s"] for p, c in zip(points["plain"], points["changed"], strict=True)]
     return {
-        "points": points,
         "mean_req_per_s": mean,
         "changed_vs_plain": round(mean["changed"] / mean["plain"], 4),
         "changed_vs_plain_per_round": [round(r, 4) for r in per_round],
@@ -238,8 +242,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             simultaneous = simultaneous_rounds(servers, bodies, args)
             effort_after = {name: live_recall_of(server.port) for name, server in servers.items()}
             LOG.info("effort after the load: %s", effort_after)
-    mean = {name: float(np.mean([pt["req_per_s"] for pt in pts])) for name, pts in points.items()}
-    per_round = [c["req_per_s"] / p["req_per_s"] for p, c in zip(points["plain"], points["changed"], strict=True)]
     result = {
         "benchmark": "catalogue_changes",
         "command": " ".join(sys.argv),
@@ -258,10 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "recall_correct": args.recall_correct,
         "effort_after": effort_after,
         "points": points,
-        "mean_req_per_s": mean,
-        "changed_vs_plain": round(mean["changed"] / mean["plain"], 4),
-        "changed_vs_plain_per_round": [round(r, 4) for r in per_round],
-        "changed_vs_plain_median_round": round(float(np.median(per_round)), 4),
+        **ratios(points),
         "simultaneous": simultaneous,
     }
     out = args.out / f"catalogue_changes_{args.dataset}.json"

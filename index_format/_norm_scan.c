@@ -271,6 +271,31 @@ static void pick_scan_range(void) {
 #endif
 }
 
+/* One query's scan state over its own output rows: q copied into `copy` (padded with zeros to a multiple of 8 floats,
+ * the only part read beyond d), its norm with slack. seeded: hs/hr already hold k results (row -1: a placeholder
+ * whose score a row must beat), made a full heap at once, so the bound stops the scan at the first row that cannot
+ * beat the k-th. */
+static Query start_query(float *copy, const float *q, Py_ssize_t d, Py_ssize_t padded, float *hs, int64_t *hr,
+                         Py_ssize_t k, int seeded) {
+    memcpy(copy, q, (size_t)d * sizeof(float));
+    memset(copy + d, 0, (size_t)(padded - d) * sizeof(float));
+    double qn = 0.0;
+    for (Py_ssize_t j = 0; j < d; j++) qn += (double)copy[j] * copy[j];
+    Query st = {copy, sqrt(qn) * BOUND_SLACK, hs, hr, k, 0, 0, -INFINITY, 0};
+    if (seeded) {
+        for (Py_ssize_t j = 1; j < k; j++) sift_up(hs, hr, j);
+        st.size = k;
+        st.kth = hs[0];
+    }
+    return st;
+}
+
+/* The heap → best first, padded with (-inf, -1); placeholders left from seeding read as padding too. */
+static void end_query(Query *st) {
+    heap_to_sorted(st->hs, st->hr, st->size, st->k);
+    for (Py_ssize_t j = st->k - 1; j >= 0 && st->hr[j] < 0; j--) st->hs[j] = -INFINITY;
+}
+
 /* Queries of a batch go through the rows together in blocks of ~BLOCK_BYTES, so a block read from memory serves
  * every query of the group that has not stopped yet (unit-norm data scans everything: one query at a time would
  * stream the whole matrix from memory once per query). */
@@ -358,29 +383,12 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS;
     for (Py_ssize_t first = 0; first < nq && status == 0; first += GROUP_QUERIES) {
         Py_ssize_t count = nq - first < GROUP_QUERIES ? nq - first : GROUP_QUERIES;
-        for (Py_ssize_t i = 0; i < count; i++) {
-            float *q = copies + i * padded;
-            memcpy(q, (const float *)qb.buf + (first + i) * d, (size_t)d * sizeof(float));
-            /* only the padding up to a multiple of 8 is read beyond d (zeroing all 16 copies was 4 KB of memset per
-             * call: 12% of the extra instructions of a search that also merges a delta, callgrind) */
-            memset(q + d, 0, (size_t)(padded - d) * sizeof(float));
-            double qn = 0.0;
-            for (Py_ssize_t j = 0; j < d; j++) qn += (double)q[j] * q[j];
-            Query init = {q, sqrt(qn) * BOUND_SLACK, (float *)osb.buf + (first + i) * k,
-                          (int64_t *)orb.buf + (first + i) * k, k, 0, 0, -INFINITY, 0};
-            if (seeded) {
-                /* The output rows already hold k results (row -1: a placeholder) that scanned rows must beat: a full
-                 * heap from the start, so the bound stops the scan at the first row that cannot beat the k-th. */
-                for (Py_ssize_t j = 1; j < k; j++) sift_up(init.hs, init.hr, j);
-                init.size = k;
-                init.kth = init.hs[0];
-            }
-            group[i] = init;
-        }
+        for (Py_ssize_t i = 0; i < count; i++)
+            group[i] = start_query(copies + i * padded, (const float *)qb.buf + (first + i) * d, d, padded,
+                                   (float *)osb.buf + (first + i) * k, (int64_t *)orb.buf + (first + i) * k, k, seeded);
         status = scan_group(&table, group, count);
         for (Py_ssize_t i = 0; i < count; i++) {
-            heap_to_sorted(group[i].hs, group[i].hr, group[i].size, k);
-            for (Py_ssize_t j = k - 1; j >= 0 && group[i].hr[j] < 0; j--) group[i].hs[j] = -INFINITY; /* placeholders */
+            end_query(&group[i]);
             scanned += group[i].scanned;
         }
     }
@@ -505,18 +513,11 @@ static PyObject *finish(PyObject *self, PyObject *args) {
             PyErr_NoMemory();
             status = -2;
         } else {
-            memcpy(copy, qb.buf, (size_t)d * sizeof(float));
-            memset(copy + d, 0, (size_t)(pad - d) * sizeof(float));
-            double qn = 0.0;
-            for (Py_ssize_t j = 0; j < d; j++) qn += (double)copy[j] * copy[j];
             Table table = {(const char *)vb.buf, d * (Py_ssize_t)sizeof(float), d, (const float *)nb.buf, m, count,
                            subset, (int64_t)offset};
-            Query st = {copy, sqrt(qn) * BOUND_SLACK, hs, hr, k, k, 0, 0.0f, 0};
-            for (Py_ssize_t j = 1; j < k; j++) sift_up(hs, hr, j);
-            st.kth = hs[0];
+            Query st = start_query(copy, (const float *)qb.buf, d, pad, hs, hr, k, 1);
             status = scan_range(&table, &st, 0, count);
-            heap_to_sorted(hs, hr, k, k);
-            for (Py_ssize_t j = k - 1; j >= 0 && hr[j] < 0; j--) hs[j] = -INFINITY;
+            end_query(&st);
             free(copy);
         }
         if (subset) PyBuffer_Release(&subb);

@@ -331,9 +331,8 @@ def _kept(plan: SearchPlan, rows: I64, short: bool) -> npt.NDArray[np.bool_] | N
             keep &= ~plan.drop.mask[np.maximum(rows, 0)]
         return keep
     assert plan.drop is not None
-    if plan.drop.row_set.isdisjoint(rows.tolist()):  # the common case: none of the results is hidden
-        return None
-    return ~plan.drop.mask[rows]
+    hidden = plan.drop.mask[rows]
+    return ~hidden if hidden.any() else None
 
 
 def _delta_visible(delta: DeltaSegment | None, hidden: HiddenRows | None) -> I64 | None:

@@ -84,11 +84,8 @@ def finish_one(
     assert _norm_scan is not None, "finish_one needs the C kernel (FINISH_IN_KERNEL)"
     out_scores = np.empty(k, dtype=np.float32)
     out_rows = np.empty(k, dtype=np.int64)
-    if delta is None:
-        count = _norm_scan.finish(rows, scores, k, hidden, None, None, None, None, 0, out_scores, out_rows)
-    else:
-        vectors, norms, subset, offset = delta
-        count = _norm_scan.finish(rows, scores, k, hidden, vectors, norms, q, subset, offset, out_scores, out_rows)
+    vectors, norms, subset, offset = delta if delta is not None else (None, None, None, 0)
+    count: int = _norm_scan.finish(rows, scores, k, hidden, vectors, norms, q, subset, offset, out_scores, out_rows)
     if count < 0:
         return None
     return out_scores[:count], out_rows[:count]
